@@ -1,0 +1,54 @@
+# gremio: `make up` runs it all, `make test` proves it. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: up down status test lint fmt bench clean-local help
+
+help:
+	@echo "make up      install what is missing and start the whole stack"
+	@echo "make status  show each part's health"
+	@echo "make down    stop everything"
+	@echo "make test    run the whole test suite against throwaway Kafka and PostgreSQL"
+
+$(BIN)/python:
+	@deploy/ensure-venv.sh "$(PYTHON)" "$(VENV)"
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | $(BIN)/python
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt -c constraints.txt
+	$(PIP) install -q --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+up: $(VENV)/.installed
+	@$(BIN)/gremio up
+
+status: $(VENV)/.installed
+	@$(BIN)/gremio status
+
+down:
+	@if [ -x $(BIN)/gremio ]; then $(BIN)/gremio down; else echo "gremio is not installed: nothing to stop"; fi
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(VENV)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# pytest exits 5 when it collects nothing; that is a failure here, not a pass.
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench $(BENCH_ARGS)

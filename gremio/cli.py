@@ -1,0 +1,136 @@
+"""The `gremio` command line.
+
+Each sub-command imports what it needs when it runs, so `gremio --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from gremio.logs import setup_logging
+from gremio.settings import get_settings
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from gremio.stack.local import up
+
+    return up(get_settings())
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from gremio.stack.local import down
+
+    return down(get_settings())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gremio.stack.local import report
+
+    return report(get_settings(), wait=args.wait)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from gremio import db
+
+    applied = db.migrate()
+    print(f"{len(applied)} migration(s) applied" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from gremio import kafka
+
+    for name, what in kafka.ensure_topics().items():
+        print(f"{name}: {what}")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(json.dumps(get_settings().masked(), indent=2, default=str))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from gremio.tokens import cart_token
+
+    print(cart_token(args.plate, get_settings()))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gremio.simulate import main as simulate
+
+    return simulate(args)
+
+
+def cmd_flag(args: argparse.Namespace) -> int:
+    from gremio.membership import flag_rut
+
+    return flag_rut(args.rut, args.reason, remove=args.remove)
+
+
+def cmd_applications(args: argparse.Namespace) -> int:
+    from gremio.membership import print_applications
+
+    return print_applications(status=args.status, month=args.month)
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    from gremio.membership import print_members
+
+    return print_members()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gremio", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    add("up", cmd_up, "install what is missing and start the whole stack")
+    add("down", cmd_down, "stop everything `gremio up` started")
+    status = add("status", cmd_status, "show each part's health")
+    status.add_argument("--wait", type=float, default=0, help="wait up to this many seconds for health")
+    add("migrate", cmd_migrate, "apply the SQL migrations in sql/")
+    add("topics", cmd_topics, "create missing topics and grow partition counts")
+    add("settings", cmd_settings, "print the settings in force (secrets masked)")
+
+    token = add("token", cmd_token, "print the API token of a cart")
+    token.add_argument("plate", help="the cart's plate, e.g. BBCL12")
+
+    simulate = add("simulate", cmd_simulate, "drive simulated carts, clients and applicants against the API")
+    simulate.add_argument("--carts", type=int, default=None, help="number of carts (default SIMULATE_CARTS)")
+    simulate.add_argument("--seed", type=int, default=None, help="make the run deterministic")
+    simulate.add_argument("--api", default=None, help="API base URL (default http://127.0.0.1:API_PORT)")
+    simulate.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    simulate.add_argument("--speedup", type=float, default=1.0, help="run the clock this many times faster")
+
+    flag = add("flag", cmd_flag, "flag a RUT in background_flags (antecedentes)")
+    flag.add_argument("rut")
+    flag.add_argument("--reason", default="antecedentes")
+    flag.add_argument("--remove", action="store_true", help="lift the flag instead")
+
+    apps = add("applications", cmd_applications, "list member applications and their status")
+    apps.add_argument("--status", choices=["pending", "approved", "rejected"], default=None)
+    apps.add_argument("--month", default=None, help="YYYY-MM, in Santiago time")
+
+    add("members", cmd_members, "list the guild's members")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

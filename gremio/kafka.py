@@ -1,0 +1,187 @@
+"""Kafka helpers every part shares: topic bootstrap, producers, and the dead-letter path."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from gremio import topics as t
+from gremio.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# librdkafka's murmur2 partitioner places keys where Java clients would, so other tools
+# reading or writing these topics agree with us on "by key".
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+    "linger.ms": 2,
+    "compression.type": "lz4",
+    "message.max.bytes": 8 * 1024 * 1024,
+}
+
+
+def admin(settings: Settings | None = None) -> AdminClient:
+    settings = settings or get_settings()
+    return AdminClient(settings.kafka_config())
+
+
+def producer(settings: Settings | None = None, **overrides: Any) -> Producer:
+    """An idempotent, acks=all producer."""
+    settings = settings or get_settings()
+    return Producer(settings.kafka_config(**PRODUCER_DEFAULTS, **overrides))
+
+
+def wait_for_broker(settings: Settings | None = None, timeout: float = 60.0) -> None:
+    """Block until the broker answers a metadata request, or raise TimeoutError."""
+    client = admin(settings)
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            client.list_topics(timeout=2)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.5)
+    raise TimeoutError(f"Kafka did not answer within {timeout:.0f} s: {last}")
+
+
+def ensure_topics(
+    declared: Iterable[t.Topic] = t.TOPICS, settings: Settings | None = None, timeout: float = 30.0
+) -> dict[str, str]:
+    """Create missing topics and grow partition counts; never shrink or delete.
+
+    Returns what was done per topic: "created", "grown to N" or "ok".
+    """
+    client = admin(settings)
+    existing = client.list_topics(timeout=timeout).topics
+    done: dict[str, str] = {}
+    to_create: list[NewTopic] = []
+    to_grow: list[NewPartitions] = []
+    for topic in declared:
+        if topic.name not in existing:
+            to_create.append(
+                NewTopic(
+                    topic.name,
+                    num_partitions=topic.partitions,
+                    replication_factor=-1,
+                    config=dict(topic.config),
+                )
+            )
+            done[topic.name] = "created"
+        elif len(existing[topic.name].partitions) < topic.partitions:
+            to_grow.append(NewPartitions(topic.name, topic.partitions))
+            done[topic.name] = f"grown to {topic.partitions}"
+        else:
+            done[topic.name] = "ok"
+    for future in client.create_topics(to_create, request_timeout=timeout).values() if to_create else []:
+        try:
+            future.result()
+        except KafkaException as exc:
+            # Another bootstrap running at the same time created it first: fine.
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    for future in client.create_partitions(to_grow, request_timeout=timeout).values() if to_grow else []:
+        future.result()
+    _wait_for_partitions(client, declared, timeout)
+    return done
+
+
+def _wait_for_partitions(client: AdminClient, declared: Iterable[t.Topic], timeout: float) -> None:
+    """Topic creation is asynchronous in the broker; wait until metadata shows it all."""
+    deadline = time.monotonic() + timeout
+    wanted = {topic.name: topic.partitions for topic in declared}
+    while True:
+        meta = client.list_topics(timeout=timeout).topics
+        missing = [
+            name
+            for name, count in wanted.items()
+            if name not in meta
+            or len(meta[name].partitions) < count
+            or any(p.leader < 0 for p in meta[name].partitions.values())
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not ready after {timeout:.0f} s: {', '.join(missing)}")
+        time.sleep(0.2)
+
+
+def partition_counts(settings: Settings | None = None, timeout: float = 10.0) -> dict[str, int]:
+    meta = admin(settings).list_topics(timeout=timeout).topics
+    return {name: len(topic.partitions) for name, topic in meta.items() if not name.startswith("__")}
+
+
+def header(msg: Message, name: str) -> str | None:
+    """A header's value as text, or None."""
+    for key, value in msg.headers() or ():
+        if key == name:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return None
+
+
+def deadletter_headers(msg: Message, error: str) -> list[tuple[str, bytes]]:
+    """The original headers plus where the record came from and why it was refused."""
+    original = [(k, v) for k, v in (msg.headers() or ()) if not k.startswith("source_")]
+    return [
+        *original,
+        (t.DLQ_SOURCE_TOPIC, (msg.topic() or "").encode()),
+        (t.DLQ_SOURCE_PARTITION, str(msg.partition()).encode()),
+        (t.DLQ_SOURCE_OFFSET, str(msg.offset()).encode()),
+        (t.DLQ_ERROR, error[:2000].encode("utf-8", "replace")),
+    ]
+
+
+def flush_or_raise(prod: Producer, timeout: float = 30.0) -> None:
+    """Wait for every queued record's delivery report; raise if any is still queued."""
+    remaining = prod.flush(timeout)
+    if remaining:
+        raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, f"{remaining} records not delivered"))
+
+
+class DeliveryTracker:
+    """Collects delivery reports so a caller can tell that every record it produced landed."""
+
+    def __init__(self) -> None:
+        self.errors: list[KafkaError] = []
+        self.delivered: list[Message] = []
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.errors.append(err)
+        else:
+            self.delivered.append(msg)
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            raise KafkaException(self.errors[0])
+
+
+def produce_all(
+    prod: Producer,
+    records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]], int | None]],
+    timeout: float = 30.0,
+) -> list[Message]:
+    """Produce (topic, key, value, headers, partition) tuples and wait until all are acknowledged."""
+    tracker = DeliveryTracker()
+    for topic, key, value, headers, partition in records:
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers, "on_delivery": tracker}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                prod.produce(topic, **kwargs)
+                break
+            except BufferError:
+                prod.poll(0.1)
+        prod.poll(0)
+    flush_or_raise(prod, timeout)
+    tracker.raise_for_errors()
+    return tracker.delivered

@@ -1,0 +1,359 @@
+"""Record schemas: the single truth for the API, the consumers and the DAGs (DESIGN §3).
+
+Each Kafka record type is a pydantic model whose class name is the value of the `type`
+header. The API's request bodies are the `*In` models: the same field types, plus the
+Spanish aliases, without the fields the API assigns (`id`, `received_at`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from stdnum import exceptions as stdnum_errors
+from stdnum.cl import rut as stdnum_rut
+
+# Namespace for ids derived from a client's Idempotency-Key (UUIDv5).
+ID_NAMESPACE = uuid.UUID("6f0b7a52-3c1e-5d8e-9a51-5e0c1a9d2b7f")
+
+OLD_PLATE = re.compile(r"^[A-Z]{2}[0-9]{4}$")
+NEW_PLATE = re.compile(r"^[BCDFGHJKLPRSTVWXYZ]{4}[0-9]{2}$")
+_PLATE_SEPARATORS = re.compile(r"[\s\-\.·•_]+")
+
+
+# --- field-level normalizers ------------------------------------------------------------
+
+
+def normalize_plate(value: Any) -> str:
+    """Upper case without separators, and one of the two Chilean plate formats."""
+    if not isinstance(value, str):
+        raise ValueError("plate must be a string such as 'BBCL12' or 'AB1234'")
+    plate = _PLATE_SEPARATORS.sub("", value).upper()
+    if not (OLD_PLATE.match(plate) or NEW_PLATE.match(plate)):
+        raise ValueError(
+            f"{value!r} is not a Chilean plate: expected two letters and four digits "
+            "(AB1234) or four consonants and two digits (BBCL12)"
+        )
+    return plate
+
+
+def normalize_rut(value: Any) -> str:
+    """The RUT as `12345678-5`: digits, a dash and the modulo-11 check digit."""
+    if not isinstance(value, str):
+        raise ValueError("rut must be a string such as '12.345.678-5'")
+    compact = stdnum_rut.compact(value)
+    body, check = compact[:-1].lstrip("0"), compact[-1:]
+    if not body or not body.isdigit() or len(body) > 8 or check not in "0123456789K":
+        raise ValueError(f"{value!r} is not a RUT: expected digits, a dash and a check digit")
+    try:
+        if len(body) >= 7:
+            # stdnum checks 8- and 9-character RUTs itself.
+            stdnum_rut.validate(body + check)
+        elif stdnum_rut.calc_check_digit(body) != check:
+            # stdnum refuses bodies under 1,000,000 by length; they are still valid RUTs.
+            raise stdnum_errors.InvalidChecksum()
+    except stdnum_errors.InvalidChecksum:
+        raise ValueError(f"{value!r} has a wrong check digit") from None
+    except stdnum_errors.ValidationError as exc:
+        raise ValueError(f"{value!r} is not a RUT: {exc.message}") from None
+    return f"{body}-{check}"
+
+
+def normalize_email(value: Any) -> str:
+    """An email address checked and normalized by email-validator (no DNS lookups)."""
+    if not isinstance(value, str):
+        raise ValueError("email must be a string")
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def normalize_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    name = " ".join(value.split())
+    if not 1 <= len(name) <= 80:
+        raise ValueError("must be 1 to 80 characters after trimming")
+    return name
+
+
+def normalize_client(value: Any) -> str:
+    """Clients are kept as written; they are compared trimmed and lower-cased."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if not 1 <= len(value.strip()) <= 80:
+        raise ValueError("must be 1 to 80 characters after trimming")
+    return value
+
+
+def client_key(client: str) -> str:
+    """How two client identifiers are compared (DESIGN §3)."""
+    return client.strip().lower()
+
+
+def derive_id(idempotency_key: str | None, *scope: str) -> uuid.UUID:
+    """UUIDv5 of the client's Idempotency-Key within a scope, or a fresh UUIDv4."""
+    if idempotency_key is None:
+        return uuid.uuid4()
+    return uuid.uuid5(ID_NAMESPACE, "\x1f".join((*scope, idempotency_key)))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+Plate = Annotated[str, BeforeValidator(normalize_plate)]
+Rut = Annotated[str, BeforeValidator(normalize_rut)]
+Email = Annotated[str, BeforeValidator(normalize_email)]
+PersonName = Annotated[str, BeforeValidator(normalize_name)]
+Client = Annotated[str, BeforeValidator(normalize_client)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Quantity = Annotated[int, Field(strict=True, ge=1, le=1000)]
+Stock = Annotated[int, Field(strict=True, ge=0, le=10000)]
+Timestamp = AwareDatetime
+Description = Annotated[str, Field(max_length=500)]
+
+
+def _alias(name: str, spanish: str | None = None) -> Any:
+    return AliasChoices(name, spanish) if spanish else AliasChoices(name)
+
+
+def _reject_null_island(lat: float | None, lon: float | None) -> None:
+    if lat == 0 and lon == 0:
+        raise ValueError("(0, 0) is not a position in Chile: the GPS has no fix")
+
+
+def _not_in_future(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    """Times may run at most `max_future_seconds` ahead of the server's clock."""
+    if value is None:
+        return value
+    allowed = (info.context or {}).get("max_future_seconds", 300)
+    if value > now_utc() + timedelta(seconds=allowed):
+        raise ValueError(f"is more than {allowed} s in the future")
+    return value
+
+
+# --- bases ---------------------------------------------------------------------------------
+
+
+class InputModel(BaseModel):
+    """A request body: unknown fields are errors, Spanish aliases are accepted."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=False)
+
+
+class Record(BaseModel):
+    """A record on a topic: JSON in UTF-8, its class name in the `type` header."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type_name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.type_name = cls.__name__
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> Self:
+        return cls.model_validate_json(value)
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+class Location(InputModel):
+    lat: Latitude
+    lon: Longitude
+
+    @model_validator(mode="after")
+    def _has_fix(self) -> Self:
+        _reject_null_island(self.lat, self.lon)
+        return self
+
+
+class MemberApplicationIn(InputModel):
+    """A request to join the guild (POST /v1/members)."""
+
+    first_name: PersonName = Field(validation_alias=_alias("first_name", "nombre"))
+    last_name: PersonName = Field(validation_alias=_alias("last_name", "apellido"))
+    rut: Rut
+    email: Email = Field(validation_alias=_alias("email", "correo"))
+    plate: Plate = Field(validation_alias=_alias("plate", "patente"))
+    premium: StrictBool = False
+
+
+class SaleIn(InputModel):
+    """A sale as a cart sends it (POST /v1/sales, and each item of /v1/sales/batch)."""
+
+    plate: Plate = Field(validation_alias=_alias("plate", "patente"))
+    client: Client = Field(validation_alias=_alias("client", "cliente"))
+    quantity: Quantity = Field(validation_alias=_alias("quantity", "cantidad"))
+    sold_at: Timestamp | None = Field(default=None, validation_alias=_alias("sold_at", "hora"))
+    stock_remaining: Stock = Field(validation_alias=_alias("stock_remaining", "stock"))
+    location: Location = Field(validation_alias=_alias("location", "ubicacion"))
+
+    _future = field_validator("sold_at")(_not_in_future)
+
+
+class SaleBatchIn(InputModel):
+    """Sales a cart recorded while offline (POST /v1/sales/batch)."""
+
+    sales: list[dict[str, Any]] = Field(min_length=1, max_length=500)
+
+
+class CartPositionIn(InputModel):
+    """A cart's position ping (POST /v1/locations)."""
+
+    plate: Plate = Field(validation_alias=_alias("plate", "patente"))
+    lat: Latitude
+    lon: Longitude
+    recorded_at: Timestamp | None = Field(default=None, validation_alias=_alias("recorded_at", "hora"))
+
+    _future = field_validator("recorded_at")(_not_in_future)
+
+    @model_validator(mode="after")
+    def _has_fix(self) -> Self:
+        _reject_null_island(self.lat, self.lon)
+        return self
+
+
+class FugitiveReportIn(InputModel):
+    """Anyone's report of a cart working outside the guild (POST /v1/reports)."""
+
+    lat: Latitude
+    lon: Longitude
+    description: Description | None = None
+    plate: Plate | None = Field(default=None, validation_alias=_alias("plate", "patente"))
+
+    @model_validator(mode="after")
+    def _has_fix(self) -> Self:
+        _reject_null_island(self.lat, self.lon)
+        return self
+
+
+# --- records -----------------------------------------------------------------------------------
+
+
+class MemberApplication(Record):
+    id: uuid.UUID
+    first_name: PersonName
+    last_name: PersonName
+    rut: Rut
+    email: Email
+    plate: Plate
+    premium: StrictBool
+    received_at: Timestamp
+
+
+class Sale(Record):
+    id: uuid.UUID
+    plate: Plate
+    client: Client
+    quantity: Quantity
+    sold_at: Timestamp
+    stock_remaining: Stock
+    lat: Latitude
+    lon: Longitude
+    received_at: Timestamp
+
+
+class CartPosition(Record):
+    id: uuid.UUID
+    plate: Plate
+    lat: Latitude
+    lon: Longitude
+    recorded_at: Timestamp
+    received_at: Timestamp
+
+
+class FugitiveReport(Record):
+    id: uuid.UUID
+    lat: Latitude
+    lon: Longitude
+    description: Description | None = None
+    plate: Plate | None = None
+    received_at: Timestamp
+
+
+class ReplenishmentOrder(Record):
+    id: uuid.UUID
+    plate: Plate
+    sale_id: uuid.UUID
+    stock_at_trigger: Stock
+    quantity: int = Field(ge=1)
+    created_at: Timestamp
+
+
+AlertKind = Literal["jump", "out_of_area", "unregistered_cart", "fugitive_report"]
+
+
+class Alert(Record):
+    id: uuid.UUID
+    kind: AlertKind
+    plate: Plate | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    detail: str
+    created_at: Timestamp
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.__name__: cls
+    for cls in (MemberApplication, Sale, CartPosition, FugitiveReport, ReplenishmentOrder, Alert)
+}
+
+
+# --- from request to record ------------------------------------------------------------------
+
+
+def member_application(body: MemberApplicationIn, id: uuid.UUID, received_at: datetime) -> MemberApplication:
+    return MemberApplication(id=id, received_at=received_at, **body.model_dump())
+
+
+def sale(body: SaleIn, id: uuid.UUID, received_at: datetime) -> Sale:
+    return Sale(
+        id=id,
+        plate=body.plate,
+        client=body.client,
+        quantity=body.quantity,
+        sold_at=body.sold_at or received_at,
+        stock_remaining=body.stock_remaining,
+        lat=body.location.lat,
+        lon=body.location.lon,
+        received_at=received_at,
+    )
+
+
+def cart_position(body: CartPositionIn, id: uuid.UUID, received_at: datetime) -> CartPosition:
+    return CartPosition(
+        id=id,
+        plate=body.plate,
+        lat=body.lat,
+        lon=body.lon,
+        recorded_at=body.recorded_at or received_at,
+        received_at=received_at,
+    )
+
+
+def fugitive_report(body: FugitiveReportIn, id: uuid.UUID, received_at: datetime) -> FugitiveReport:
+    return FugitiveReport(id=id, received_at=received_at, **body.model_dump())

@@ -1,0 +1,262 @@
+"""The one run loop every consumer service shares (STYLE guideline 5).
+
+poll → decode (poison to `deadletter`) → the service's `process(batch)`, which makes its
+effects durable → dead-letter records acknowledged → offsets committed. A failure in
+`process` stops the service without committing, so the batch is redelivered; services
+make their effects idempotent for exactly that case. SIGTERM or SIGINT finish the batch in
+hand, commit, and exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
+
+from gremio import kafka as gk
+from gremio import topics as t
+from gremio.records import Record
+from gremio.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+RECORDS = Counter("gremio_consumer_records_total", "Records consumed", ["group", "topic"])
+BATCHES = Counter("gremio_consumer_batches_total", "Batches processed", ["group"])
+DEADLETTERED = Counter(
+    "gremio_consumer_deadlettered_total", "Records sent to the dead-letter topic", ["group", "topic"]
+)
+LAG = Gauge("gremio_consumer_lag", "Records behind the high watermark", ["group", "topic", "partition"])
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded record and where it came from."""
+
+    record: Record
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+
+    @classmethod
+    def of(cls, record: Record, msg: Message) -> Envelope:
+        return cls(record, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.timestamp()[1])
+
+
+class Poison(ValueError):
+    """A record that can never be processed: it goes to `deadletter`."""
+
+
+def decode(msg: Message, accepts: Mapping[str, type[Record]]) -> Record:
+    """The record in a message, or Poison saying why not."""
+    type_name = gk.header(msg, "type")
+    model = accepts.get(type_name or "")
+    if model is None:
+        raise Poison(f"type header {type_name!r} is not one of {sorted(accepts)}")
+    value = msg.value()
+    if value is None:
+        raise Poison("empty value")
+    try:
+        return model.from_bytes(value)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(map(str, e["loc"])) or "(record)", "error": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise Poison(f"invalid {type_name}: {json.dumps(errors)[:1500]}") from None
+
+
+class Service(Protocol):
+    """What a consumer service gives the runner."""
+
+    group_id: str
+    topics: Sequence[str]
+    accepts: Mapping[str, type[Record]]  # `type` header → model
+    batch_size: int
+    batch_timeout: float  # seconds after a batch's first record before it is processed anyway
+
+    def process(self, batch: list[Envelope]) -> None:
+        """Make the batch's effects durable (idempotently), or raise."""
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Called with newly assigned partitions, before any of their records."""
+
+    def tick(self, now: float) -> None:
+        """Called on every loop turn, for periodic work."""
+
+
+class Runner:
+    """Drives one Service against Kafka until stopped."""
+
+    def __init__(
+        self,
+        service: Service,
+        settings: Settings | None = None,
+        consumer_config: Mapping[str, Any] | None = None,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.service = service
+        self.settings = settings or get_settings()
+        self.poll_interval = poll_interval
+        self._stop = threading.Event()
+        self.assigned = threading.Event()  # set once partitions are assigned (for tests, readiness)
+        self.assignment: set[tuple[str, int]] = set()
+        self._pending: list[Envelope] = []
+        self._poison: list[tuple[Message, str]] = []
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._first_at: float | None = None
+        self._dlq = gk.producer(self.settings)
+        config = self.settings.kafka_config(
+            **{
+                "group.id": service.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "statistics.interval.ms": 5000,
+                "stats_cb": self._on_stats,
+                "fetch.max.bytes": 16 * 1024 * 1024,
+            }
+        )
+        config.update(consumer_config or {})
+        self.consumer = Consumer(config)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> int:
+        """Consume until stopped; 0 after a clean stop. Exceptions propagate uncommitted."""
+        self.consumer.subscribe(
+            list(self.service.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        log.info("%s consuming %s", self.service.group_id, ", ".join(self.service.topics))
+        try:
+            while not self._stop.is_set():
+                self._poll_once()
+            self._flush()
+        finally:
+            self.consumer.close()
+            self._dlq.flush(10)
+        log.info("%s stopped cleanly", self.service.group_id)
+        return 0
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _poll_once(self) -> None:
+        timeout = self.poll_interval
+        if self._first_at is not None:
+            timeout = max(0.0, min(timeout, self._first_at + self.service.batch_timeout - time.monotonic()))
+        room = max(1, self.service.batch_size - len(self._pending))
+        for msg in self.consumer.consume(num_messages=room, timeout=timeout):
+            self._accept(msg)
+        now = time.monotonic()
+        self.service.tick(now)
+        full = len(self._pending) >= self.service.batch_size
+        due = self._first_at is not None and now >= self._first_at + self.service.batch_timeout
+        poison_only = not self._pending and bool(self._offsets)
+        if full or due or poison_only:
+            self._flush()
+
+    def _accept(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                return
+            if err.fatal():
+                raise KafkaException(err)
+            log.warning("consumer error: %s", err)
+            return
+        self._offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        RECORDS.labels(self.service.group_id, msg.topic()).inc()
+        try:
+            self._pending.append(Envelope.of(decode(msg, self.service.accepts), msg))
+            if self._first_at is None:
+                self._first_at = time.monotonic()
+        except Poison as exc:
+            self._poison.append((msg, str(exc)))
+
+    def _flush(self) -> None:
+        """Durable effects, then dead letters acknowledged, then offsets committed."""
+        if self._pending:
+            self.service.process(self._pending)
+            BATCHES.labels(self.service.group_id).inc()
+        if self._poison:
+            gk.produce_all(
+                self._dlq,
+                [
+                    (t.DEADLETTER.name, msg.key(), msg.value() or b"", gk.deadletter_headers(msg, why), None)
+                    for msg, why in self._poison
+                ],
+            )
+            for msg, why in self._poison:
+                DEADLETTERED.labels(self.service.group_id, msg.topic()).inc()
+                log.warning(
+                    "dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), why[:300]
+                )
+        if self._offsets:
+            self.consumer.commit(
+                offsets=[TopicPartition(tp, p, o) for (tp, p), o in self._offsets.items()],
+                asynchronous=False,
+            )
+        self._pending, self._poison, self._offsets, self._first_at = [], [], {}, None
+
+    # --- callbacks ---------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", _describe(partitions))
+        self.service.on_assign(consumer, partitions)
+        self.assignment |= {(p.topic, p.partition) for p in partitions}
+        self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Finish what we hold before another member takes these partitions over.
+        log.info("revoked %s", _describe(partitions))
+        self._flush()
+        self.assignment -= {(p.topic, p.partition) for p in partitions}
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = json.loads(stats_json)
+        for topic, tstats in stats.get("topics", {}).items():
+            for partition, pstats in tstats.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if partition != "-1" and lag >= 0:
+                    LAG.labels(self.service.group_id, topic, partition).set(lag)
+
+
+def _describe(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing"
+
+
+def run_service(service: Service, settings: Settings | None = None, **kwargs: Any) -> int:
+    """Run a service in the foreground with signal handling; the body of each `main()`."""
+    runner = Runner(service, settings, **kwargs)
+    runner.install_signal_handlers()
+    return runner.run()
+
+
+class BaseService:
+    """Defaults for the optional parts of Service."""
+
+    batch_size = 500
+    batch_timeout = 0.2
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        return None
+
+    def tick(self, now: float) -> None:
+        return None

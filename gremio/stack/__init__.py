@@ -1,0 +1,1 @@
+"""The local stack: Kafka, PostgreSQL, Airflow and gremio's services on one machine."""

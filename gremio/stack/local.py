@@ -1,0 +1,323 @@
+"""`gremio up | down | status`: the whole platform on one machine (DESIGN §7)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from gremio import db
+from gremio import kafka as gk
+from gremio import topics as t
+from gremio.settings import REPO_ROOT, Settings
+from gremio.stack import airflow as af
+from gremio.stack.kafka_broker import KafkaBroker, ensure_jars
+from gremio.stack.postgres import PostgresCluster, bin_dir, service_user
+from gremio.stack.supervisor import Program, Supervisor
+from gremio.stack.system import StackError, check_ports_free
+
+log = logging.getLogger(__name__)
+
+PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+
+
+def kafka_broker(settings: Settings, libs: Path | None = None) -> KafkaBroker:
+    return KafkaBroker(
+        data_dir=settings.local_dir / "kafka" / "node",
+        port=settings.kafka_port,
+        controller_port=settings.kafka_controller_port,
+        libs=libs or settings.local_dir / "kafka" / "libs",
+        heap=settings.kafka_heap,
+    )
+
+
+def postgres_cluster(settings: Settings, bindir: Path | None = None) -> PostgresCluster:
+    return PostgresCluster(
+        root=settings.local_dir / "pg",
+        port=settings.postgres_port,
+        bindir=bindir or Path("/usr/lib/postgresql/bin"),
+        user=service_user(),
+    )
+
+
+def programs(settings: Settings, kafka: KafkaBroker | None, pg: PostgresCluster | None) -> list[Program]:
+    """Every process of the local stack, in start order."""
+    progs: list[Program] = []
+    if kafka:
+        progs.append(Program("kafka", kafka.command(), priority=10, stopwaitsecs=60, startsecs=5))
+    if pg:
+        progs.append(Program("postgres", pg.command(), priority=10, user=pg.user, stopsignal="INT"))
+    airflow = af.airflow_bin()
+    for component in af.COMPONENTS:
+        progs.append(Program(f"airflow-{component}", [airflow, component], priority=50, stopwaitsecs=60))
+    progs += [
+        Program("api", [str(BIN / "gunicorn"), "-c", str(REPO_ROOT / "ingest_api" / "gunicorn_conf.py"), "ingest_api:create_app()"], priority=60),
+        Program("stock", [PYTHON, "-m", "consumers.stock"], priority=60),
+        Program("locations", [PYTHON, "-m", "consumers.locations"], priority=60),
+    ]  # fmt: skip
+    if settings.simulate:
+        progs.append(Program("simulator", [PYTHON, "-m", "gremio.cli", "simulate"], priority=70))
+    return progs
+
+
+def _ports(settings: Settings) -> list[tuple[int, str]]:
+    ports = [
+        (settings.airflow_port, "AIRFLOW_PORT"),
+        (settings.api_port, "API_PORT"),
+        (settings.live_port, "LIVE_PORT"),
+        (settings.stock_metrics_port, "STOCK_METRICS_PORT"),
+    ]
+    if settings.uses_local_kafka:
+        ports += [
+            (settings.kafka_port, "KAFKA_PORT"),
+            (settings.kafka_controller_port, "KAFKA_CONTROLLER_PORT"),
+        ]
+    if settings.uses_local_postgres:
+        ports.append((settings.postgres_port, "POSTGRES_PORT"))
+    return ports
+
+
+# --- up --------------------------------------------------------------------------------------
+
+
+def up(settings: Settings) -> int:
+    sup = Supervisor(settings.local_dir)
+    if sup.running():
+        print("gremio is already up; making sure every part is started.")
+        env = _stack_env(settings)
+        os.environ.update(env)
+        for prog in programs(settings, None, None):
+            sup.start(prog.name)
+        return report(settings, wait=60)
+
+    check_ports_free(_ports(settings))  # before anything starts: nothing half-started
+    started = time.monotonic()
+    kafka = pg = None
+    if settings.uses_local_kafka:
+        kafka = kafka_broker(settings, ensure_jars(settings.local_dir))
+        kafka.prepare()
+    if settings.uses_local_postgres:
+        pg = postgres_cluster(settings, bin_dir())
+        pg.prepare()
+    progs = programs(settings, kafka, pg)
+    sup.write(progs)
+    env = _stack_env(settings)
+    os.environ.update(env)
+    sup.start_daemon(env)
+    try:
+        _start(settings, sup, progs, kafka, pg, env)
+    except BaseException:
+        print(f"gremio: start-up failed; stopping what was started. Logs: {sup.log_dir}", file=sys.stderr)
+        sup.shutdown()
+        raise
+    print(f"started in {time.monotonic() - started:.0f} s")
+    return report(settings, wait=180)
+
+
+def _stack_env(settings: Settings) -> dict[str, str]:
+    return {
+        **af.environment(settings),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+        "GREMIO_LOG_FORMAT": "plain",
+    }
+
+
+def _start(
+    settings: Settings,
+    sup: Supervisor,
+    progs: list[Program],
+    kafka: KafkaBroker | None,
+    pg: PostgresCluster | None,
+    env: dict[str, str],
+) -> None:
+    if kafka:
+        sup.start("kafka")
+    if pg:
+        sup.start("postgres")
+        pg.wait_ready(timeout=60)
+        pg.ensure_database(
+            settings.postgres_user, settings.postgres_password.get_secret_value(), settings.postgres_db
+        )
+        pg.ensure_database(
+            settings.airflow_db_user, settings.airflow_db_password.get_secret_value(), settings.airflow_db
+        )
+    db.wait_for_db(settings, timeout=60)
+    applied = db.migrate(settings)
+    print(f"database: {len(applied)} migration(s) applied")
+    gk.wait_for_broker(settings, timeout=90)
+    done = gk.ensure_topics(settings=settings)
+    print("topics: " + ", ".join(f"{name} {what}" for name, what in done.items()))
+    print("airflow: migrating its metadata database (the first time takes a minute)")
+    af.migrate(env)
+    af.admin_password(settings)
+    for prog in progs:
+        if prog.name not in ("kafka", "postgres"):
+            sup.start(prog.name)
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    part: str
+    healthy: bool
+    detail: str
+
+
+def checks(settings: Settings) -> list[Check]:
+    sup = Supervisor(settings.local_dir)
+    states = sup.states()
+    found: list[Check] = [_check_kafka(settings), _check_postgres(settings), _check_airflow(settings)]
+    found.append(_http_check("api", f"http://127.0.0.1:{settings.api_port}/readyz"))
+    found.append(_http_check("stock", f"http://127.0.0.1:{settings.stock_metrics_port}/metrics"))
+    found.append(_http_check("locations", f"http://127.0.0.1:{settings.live_port}/v1/live"))
+    if "simulator" in states or settings.simulate:
+        state = states.get("simulator", "not started")
+        found.append(Check("simulator", state == "RUNNING", state.lower()))
+    for name, state in sorted(states.items()):
+        if state not in ("RUNNING",) and not any(c.part == name for c in found):
+            found.append(Check(name, False, state.lower()))
+    return found
+
+
+def _check_kafka(settings: Settings) -> Check:
+    try:
+        counts = gk.partition_counts(settings, timeout=3)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+        return Check("kafka", False, f"{settings.bootstrap_servers} unreachable: {exc}")
+    short = [
+        f"{tp.name} {counts.get(tp.name, 0)}/{tp.partitions}"
+        for tp in t.TOPICS
+        if counts.get(tp.name, 0) < tp.partitions
+    ]
+    shown = ", ".join(f"{tp.name}({counts.get(tp.name, 0)})" for tp in t.TOPICS)
+    return Check(
+        "kafka",
+        not short,
+        f"{settings.bootstrap_servers} topics: {shown}" + (f"; missing {short}" if short else ""),
+    )
+
+
+def _check_postgres(settings: Settings) -> Check:
+    try:
+        applied = db.applied_migrations(settings)
+    except Exception as exc:  # noqa: BLE001
+        return Check("postgres", False, f"unreachable or not migrated: {str(exc).splitlines()[0]}")
+    wanted = [p.stem for p in db.migration_files()]
+    missing = [m for m in wanted if m not in applied]
+    where = "127.0.0.1:" + str(settings.postgres_port) if settings.uses_local_postgres else "DATABASE_URL"
+    return Check("postgres", not missing, f"{where}, migrations {len(applied)}/{len(wanted)} applied")
+
+
+def _check_airflow(settings: Settings) -> Check:
+    try:
+        report_ = af.health(settings)
+    except OSError as exc:
+        return Check("airflow", False, f"http://127.0.0.1:{settings.airflow_port} unreachable: {exc}")
+    bad = af.unhealthy_parts(report_)
+    parts = ", ".join(f"{k} {v.get('status')}" for k, v in report_.items() if isinstance(v, dict))
+    return Check("airflow", not bad, parts)
+
+
+def _http_check(part: str, url: str) -> Check:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - loopback URL
+            return Check(part, response.status == 200, f"{url} {response.status}")
+    except Exception as exc:  # noqa: BLE001
+        return Check(part, False, f"{url} {getattr(exc, 'code', '')} {getattr(exc, 'reason', exc)}".strip())
+
+
+def report(settings: Settings, wait: float = 0) -> int:
+    """Print each part's health (waiting up to `wait` s for all to be healthy) and the URLs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    deadline = time.monotonic() + wait
+    found = checks(settings)
+    while not all(c.healthy for c in found) and time.monotonic() < deadline:
+        time.sleep(2)
+        found = checks(settings)
+    table = Table(title="gremio", show_lines=False)
+    table.add_column("part")
+    table.add_column("health")
+    table.add_column("detail", overflow="fold")
+    for c in found:
+        table.add_row(c.part, "[green]healthy[/]" if c.healthy else "[red]unhealthy[/]", c.detail)
+    console = Console()
+    console.print(table)
+    _print_guide(settings, console)
+    return 0 if all(c.healthy for c in found) else 1
+
+
+def _print_guide(settings: Settings, console) -> None:
+    password_file = af.home(settings) / "passwords.json"
+    password = af.admin_password(settings) if password_file.exists() else "(appears after make up)"
+    console.print(
+        f"""
+  Airflow     http://127.0.0.1:{settings.airflow_port}   login [bold]{settings.airflow_admin_user}[/] / [bold]{password}[/]
+  API         http://127.0.0.1:{settings.api_port}        report page at /, docs at /openapi.json
+  Live map    http://127.0.0.1:{settings.live_port}        JSON at /v1/live
+  Logs        {settings.local_dir / "logs"}/<part>.log
+  Reports     {settings.reports_dir}
+"""
+    )
+
+
+# --- down ---------------------------------------------------------------------------------------
+
+
+def down(settings: Settings) -> int:
+    sup = Supervisor(settings.local_dir)
+    if not sup.running():
+        print("gremio is not running.")
+    elif not sup.shutdown():
+        print("gremio: supervisord did not stop in time", file=sys.stderr)
+    leftovers = stray_processes(settings)
+    for pid, cmd in leftovers:
+        print(f"stopping leftover process {pid}: {cmd[:100]}")
+        _kill(pid)
+    print("gremio is down.")
+    return 0
+
+
+def stray_processes(settings: Settings) -> list[tuple[int, str]]:
+    """Processes that belong to this stack (by their command line) and are still alive."""
+    markers = (str(settings.local_dir), str(REPO_ROOT / "dags"))
+    me = os.getpid()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmd for m in markers):
+            found.append((int(proc.name), cmd))
+    return found
+
+
+def _kill(pid: int) -> None:
+    for sig, pause in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 1.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + pause
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+__all__ = ["StackError", "down", "report", "up"]

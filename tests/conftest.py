@@ -1,0 +1,64 @@
+"""Session fixtures: a throwaway Kafka broker and PostgreSQL on free ports.
+
+The environment is pointed at them before anything reads the settings or imports Airflow,
+which reads its configuration once at import. The servers themselves start on first use,
+so `pytest tests/unit` needs neither. A server that cannot start fails the tests that
+need it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gremio.settings import get_settings
+from gremio.stack import airflow as af
+from gremio.stack.testing import ThrowawayStack
+
+ROOT = Path(tempfile.mkdtemp(prefix="gremio-test-"))
+STACK = ThrowawayStack(ROOT)
+os.environ.update(STACK.env())
+os.environ.update(af.environment(STACK.settings(), ROOT / "airflow"))
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def stack(request: pytest.FixtureRequest) -> Iterator[ThrowawayStack]:
+    """The running broker and database, with topics and migrations in place."""
+    from gremio import db, kafka
+
+    try:
+        STACK.start()
+        db.migrate()
+        kafka.ensure_topics()
+    except BaseException:
+        STACK.stop()
+        raise
+    yield STACK
+    STACK.stop()
+    if request.session.testsfailed:
+        print(f"\ntest services' logs kept in {ROOT / 'logs'}", file=sys.stderr)
+    else:
+        shutil.rmtree(ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db(stack: ThrowawayStack) -> Path:
+    """Airflow's metadata database migrated on the test PostgreSQL; returns AIRFLOW_HOME."""
+    subprocess.run(
+        [af.airflow_bin(), "db", "migrate"], env=os.environ.copy(), check=True, stdout=subprocess.DEVNULL
+    )
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture
+def settings():
+    return get_settings()
