@@ -33,9 +33,9 @@ def admin(settings: Settings | None = None) -> AdminClient:
 
 
 def producer(settings: Settings | None = None, **overrides: Any) -> Producer:
-    """An idempotent, acks=all producer."""
+    """An idempotent, acks=all producer; `overrides` may replace the defaults (linger.ms, say)."""
     settings = settings or get_settings()
-    return Producer(settings.kafka_config(**PRODUCER_DEFAULTS, **overrides))
+    return Producer(settings.kafka_config(**{**PRODUCER_DEFAULTS, **overrides}))
 
 
 def wait_for_broker(settings: Settings | None = None, timeout: float = 60.0) -> None:

@@ -22,8 +22,8 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
-    model_validator,
 )
 from stdnum import exceptions as stdnum_errors
 from stdnum.cl import rut as stdnum_rut
@@ -118,13 +118,41 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-Plate = Annotated[str, BeforeValidator(normalize_plate)]
-Rut = Annotated[str, BeforeValidator(normalize_rut)]
-Email = Annotated[str, BeforeValidator(normalize_email)]
-PersonName = Annotated[str, BeforeValidator(normalize_name)]
-Client = Annotated[str, BeforeValidator(normalize_client)]
-Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
-Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+def _schema(description: str, example: str, **schema: Any) -> WithJsonSchema:
+    """The OpenAPI schema of a normalized string (what clients may send, with an example)."""
+    return WithJsonSchema({"type": "string", "description": description, "examples": [example], **schema})
+
+
+# The "cl-plate" and "cl-rut" formats are annotations for readers (and for the fuzzer's
+# generators); validators ignore formats they do not know.
+Plate = Annotated[
+    str,
+    BeforeValidator(normalize_plate),
+    _schema(
+        "Chilean plate, AB1234 or BBCL12; case and separators are normalized", "BBCL12", format="cl-plate"
+    ),
+]
+Rut = Annotated[
+    str,
+    BeforeValidator(normalize_rut),
+    _schema("RUT with its modulo-11 check digit; normalized to 12345678-5", "12.345.678-5", format="cl-rut"),
+]
+Email = Annotated[
+    str, BeforeValidator(normalize_email), _schema("email address", "ana@example.cl", format="email")
+]
+PersonName = Annotated[
+    str, BeforeValidator(normalize_name), _schema("1 to 80 characters after trimming", "Ana", minLength=1)
+]
+Client = Annotated[
+    str,
+    BeforeValidator(normalize_client),
+    _schema(
+        "the client as the cart knows them; compared trimmed and lower-cased", "cliente-017", minLength=1
+    ),
+]
+# Strict: a JSON number only (true or "-33.4" is a client bug, not a coordinate).
+Latitude = Annotated[float, Field(strict=True, ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(strict=True, ge=-180, le=180, allow_inf_nan=False)]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=1000)]
 Stock = Annotated[int, Field(strict=True, ge=0, le=10000)]
 Timestamp = AwareDatetime
@@ -135,9 +163,11 @@ def _alias(name: str, spanish: str | None = None) -> Any:
     return AliasChoices(name, spanish) if spanish else AliasChoices(name)
 
 
-def _reject_null_island(lat: float | None, lon: float | None) -> None:
-    if lat == 0 and lon == 0:
-        raise ValueError("(0, 0) is not a position in Chile: the GPS has no fix")
+def _has_fix(lon: float, info: ValidationInfo) -> float:
+    """(0, 0) is what a GPS without a fix reports; checked on `lon` so the error names a field."""
+    if lon == 0 and info.data.get("lat") == 0:
+        raise ValueError("lat and lon are both 0: (0, 0) is not a position in Chile, the GPS has no fix")
+    return lon
 
 
 def _not_in_future(value: datetime | None, info: ValidationInfo) -> datetime | None:
@@ -185,10 +215,7 @@ class Location(InputModel):
     lat: Latitude
     lon: Longitude
 
-    @model_validator(mode="after")
-    def _has_fix(self) -> Self:
-        _reject_null_island(self.lat, self.lon)
-        return self
+    _fix = field_validator("lon")(_has_fix)
 
 
 class MemberApplicationIn(InputModel):
@@ -218,7 +245,18 @@ class SaleIn(InputModel):
 class SaleBatchIn(InputModel):
     """Sales a cart recorded while offline (POST /v1/sales/batch)."""
 
-    sales: list[dict[str, Any]] = Field(min_length=1, max_length=500)
+    # Items stay raw here: each is validated as a SaleIn on its own, so one bad sale gets
+    # its own error instead of sinking the batch. The limit is the validation context's
+    # "max_batch_items" (the MAX_BATCH_ITEMS setting), 500 by default.
+    sales: list[Any] = Field(min_length=1, json_schema_extra={"maxItems": 500})
+
+    @field_validator("sales")
+    @classmethod
+    def _at_most_max_items(cls, sales: list[Any], info: ValidationInfo) -> list[Any]:
+        limit = (info.context or {}).get("max_batch_items", 500)
+        if len(sales) > limit:
+            raise ValueError(f"at most {limit} sales per batch, got {len(sales)}")
+        return sales
 
 
 class CartPositionIn(InputModel):
@@ -230,11 +268,7 @@ class CartPositionIn(InputModel):
     recorded_at: Timestamp | None = Field(default=None, validation_alias=_alias("recorded_at", "hora"))
 
     _future = field_validator("recorded_at")(_not_in_future)
-
-    @model_validator(mode="after")
-    def _has_fix(self) -> Self:
-        _reject_null_island(self.lat, self.lon)
-        return self
+    _fix = field_validator("lon")(_has_fix)
 
 
 class FugitiveReportIn(InputModel):
@@ -245,10 +279,7 @@ class FugitiveReportIn(InputModel):
     description: Description | None = None
     plate: Plate | None = Field(default=None, validation_alias=_alias("plate", "patente"))
 
-    @model_validator(mode="after")
-    def _has_fix(self) -> Self:
-        _reject_null_island(self.lat, self.lon)
-        return self
+    _fix = field_validator("lon")(_has_fix)
 
 
 # --- records -----------------------------------------------------------------------------------

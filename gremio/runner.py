@@ -115,6 +115,7 @@ class Runner:
         self._poison: list[tuple[Message, str]] = []
         self._offsets: dict[tuple[str, int], int] = {}
         self._first_at: float | None = None
+        self._counters: dict[str, Counter] = {}
         self._dlq = gk.producer(self.settings)
         config = self.settings.kafka_config(
             **{
@@ -182,13 +183,20 @@ class Runner:
             log.warning("consumer error: %s", err)
             return
         self._offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
-        RECORDS.labels(self.service.group_id, msg.topic()).inc()
+        self._record_counter(msg.topic()).inc()
         try:
             self._pending.append(Envelope.of(decode(msg, self.service.accepts), msg))
             if self._first_at is None:
                 self._first_at = time.monotonic()
         except Poison as exc:
             self._poison.append((msg, str(exc)))
+
+    def _record_counter(self, topic: str):
+        """The labelled counter for a topic, looked up once (labels() is slow per record)."""
+        counter = self._counters.get(topic)
+        if counter is None:
+            counter = self._counters[topic] = RECORDS.labels(self.service.group_id, topic)
+        return counter
 
     def _flush(self) -> None:
         """Durable effects, then dead letters acknowledged, then offsets committed."""

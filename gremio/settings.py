@@ -8,6 +8,7 @@ configuration from here. The environment variable of a field is its name in uppe
 from __future__ import annotations
 
 import json
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     max_future_seconds: int = 300
     rate_limit_members: str = "20/minute"
     rate_limit_reports: str = "30/minute"
+    # Per-client-IP counters live in each worker unless this points at shared storage
+    # (e.g. redis://host:6379); see docs/API.md.
+    rate_limit_storage_uri: str = "memory://"
     api_workers: int = 2
     api_threads: int = 8
 
@@ -70,6 +74,14 @@ class Settings(BaseSettings):
     stock_threshold: int = 20
     stock_refill_target: int = 100
     stock_order_multiple: int = Field(default=10, ge=1)
+    stock_group_id: str = "stock-replenishment"
+    # A killed instance's partitions move to the others after this long (librdkafka: 45 s).
+    stock_session_timeout_seconds: float = Field(default=10.0, ge=1)
+    # How long applied sale ids are remembered, to skip a redelivered or re-sent sale exactly.
+    stock_dedupe_retention_hours: float = Field(default=48.0, gt=0)
+    # Testing only: SIGKILL the service at this point of a batch ("after_db_commit" or
+    # "after_produce") to prove that redelivery neither loses nor doubles an order.
+    stock_test_crash_point: str = Field(default="", pattern="^(|after_db_commit|after_produce)$")
 
     # --- live locations (DESIGN §5) ---------------------------------------------------
     live_ttl_seconds: float = Field(default=60.0, gt=0)
@@ -82,11 +94,16 @@ class Settings(BaseSettings):
     fugitive_match_radius_m: float = 100.0
     alert_suppress_seconds: float = 300.0
     members_refresh_seconds: float = 30.0
+    # A killed instance's partitions (and its carts) move on after this long (librdkafka: 45 s);
+    # the broker refuses less than its group.min.session.timeout.ms, 6 s by default.
+    live_session_timeout_seconds: float = Field(default=10.0, ge=6)
 
     # --- daily sales and membership (DESIGN §5) ---------------------------------------
     frequent_client_min_purchases: int = 2
     frequent_client_window_days: int = 30
     frequent_clients_max: int = 3
+    # sales_daily catches up from here on a fresh stack: a recent day keeps the backlog short.
+    sales_daily_start_date: date = date(2026, 11, 22)
 
     # --- simulator -----------------------------------------------------------------------
     simulate: bool = True
@@ -137,6 +154,10 @@ class Settings(BaseSettings):
             "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka),
             "AIRFLOW_CONN_GREMIO_DB": self.db_url,
         }
+
+    def __repr_args__(self):
+        for key, value in super().__repr_args__():
+            yield key, (_mask_url(value) if key == "database_url" and value else value)
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict, secrets masked, for logs and `gremio settings`."""

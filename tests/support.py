@@ -7,13 +7,32 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.settings import get_settings
 
 T = TypeVar("T")
+
+
+_NOT_READY_YET = (
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+)
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> int:
+    """A fresh broker may answer NOT_LEADER for a moment after creating a topic: retry that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=timeout)[1]
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_READY_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def high_watermarks(topics: Iterable[str]) -> dict[tuple[str, int], int]:
@@ -23,8 +42,7 @@ def high_watermarks(topics: Iterable[str]) -> dict[tuple[str, int], int]:
         meta = consumer.list_topics(timeout=10).topics
         for topic in topics:
             for partition in meta[topic].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-                marks[(topic, partition)] = high
+                marks[(topic, partition)] = _high_watermark(consumer, TopicPartition(topic, partition))
         return marks
     finally:
         consumer.close()

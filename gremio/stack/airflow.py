@@ -61,7 +61,7 @@ def environment(settings: Settings, airflow_home: Path | None = None) -> dict[st
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__DEFAULT_TIMEZONE": settings.guild_timezone,
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],

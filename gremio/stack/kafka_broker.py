@@ -124,7 +124,8 @@ class KafkaBroker:
         subprocess.run(
             self.java_command(
                 "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-                "-t", cluster_id, "-c", str(self.properties_file),
+                # `--cluster-id=`: an id starting with "-" would read as an option otherwise.
+                f"--cluster-id={cluster_id}", "-c", str(self.properties_file),
             ),
             check=True,
             stdout=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ from gremio.settings import REPO_ROOT, Settings
 from gremio.stack import airflow as af
 from gremio.stack.kafka_broker import KafkaBroker, ensure_jars
 from gremio.stack.postgres import PostgresCluster, bin_dir, service_user
-from gremio.stack.supervisor import Program, Supervisor
+from gremio.stack.supervisor import Program, Supervisor, group_pss_kib
 from gremio.stack.system import StackError, check_ports_free
 
 log = logging.getLogger(__name__)
@@ -245,16 +245,30 @@ def report(settings: Settings, wait: float = 0) -> int:
     while not all(c.healthy for c in found) and time.monotonic() < deadline:
         time.sleep(2)
         found = checks(settings)
+    memory = program_memory(settings)
     table = Table(title="gremio", show_lines=False)
     table.add_column("part")
     table.add_column("health")
+    table.add_column("memory (PSS)", justify="right")
     table.add_column("detail", overflow="fold")
     for c in found:
-        table.add_row(c.part, "[green]healthy[/]" if c.healthy else "[red]unhealthy[/]", c.detail)
-    console = Console()
+        pss = sum(kib for name, kib in memory.items() if name == c.part or name.startswith(c.part + "-"))
+        table.add_row(c.part, "[green]healthy[/]" if c.healthy else "[red]unhealthy[/]", _mib(pss), c.detail)
+    if memory:
+        table.add_row("total", "", _mib(sum(memory.values())), "every process the stack started")
+    console = Console(width=max(Console().width, 110))
     console.print(table)
     _print_guide(settings, console)
     return 0 if all(c.healthy for c in found) else 1
+
+
+def program_memory(settings: Settings) -> dict[str, int]:
+    """PSS in KiB of each running program, children included."""
+    return {name: group_pss_kib(pid) for name, pid in Supervisor(settings.local_dir).pids().items()}
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.0f} MiB" if kib else ""
 
 
 def _print_guide(settings: Settings, console) -> None:

@@ -150,6 +150,13 @@ serverurl=unix://{self.socket}
         except (OSError, xmlrpc.client.Fault):
             return {}
 
+    def pids(self) -> dict[str, int]:
+        """Each running program's main pid (also its process group id)."""
+        try:
+            return {i["name"]: i["pid"] for i in self.rpc.getAllProcessInfo() if i["pid"]}
+        except (OSError, xmlrpc.client.Fault):
+            return {}
+
     def shutdown(self, timeout: float = 120.0) -> bool:
         """Stop every program (as process groups) and supervisord itself; True when gone."""
         pid = self.pid()
@@ -175,3 +182,21 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def group_pss_kib(pgid: int) -> int:
+    """Proportional set size (KiB) of every process in a process group."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for line in (proc / "smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total

@@ -1,0 +1,377 @@
+"""Ingest API benchmark: POST /v1/sales through gunicorn, against the same app with no broker.
+
+    .venv/bin/python -m bench.api [--duration 10] [--connections 32] [--rounds 2] [--sweep]
+
+Two gunicorn servers with the same config (`ingest_api/gunicorn_conf.py`, the API_WORKERS
+and API_THREADS in force) and the same app:
+
+* gremio: the real app; each 202 waits for Kafka's acks=all acknowledgement;
+* baseline: `create_app(producer=NullProducer())`, which acknowledges every record at once
+  (the framework's own limit on this machine: HTTP, Flask, validation, JSON).
+
+wrk (the Debian package) drives each in turn with a Lua POST script, alternating rounds so
+that both see the same machine, and reports, side by side:
+
+1. peak throughput (closed loop, --connections) and its p50/p99 latency;
+2. latency at half gremio's peak rate: wrk has no fixed-rate mode (that is wrk2), so each
+   connection waits a Lua `delay()` between requests, chosen so that the connections
+   together offer half the peak rate; the achieved rate is printed next to it. Unlike wrk2
+   this does not correct for coordinated omission: a stalled server also delays the
+   requests that would have been sent meanwhile, so the p99 is, if anything, flattering.
+3. /v1/sales/batch with 500 sales per request, in sales per second.
+
+--sweep first measures gremio's peak for several API_WORKERS x API_THREADS combinations
+(how the defaults were chosen). Everything runs on a throwaway Kafka (bench/stack.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.stack import throwaway_stack
+from gremio.settings import REPO_ROOT, get_settings
+from gremio.stack.system import free_port
+from gremio.tokens import cart_token
+
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+PLATE = "BBCL12"
+CONF = REPO_ROOT / "ingest_api" / "gunicorn_conf.py"
+
+# The baseline's gunicorn config: the real one, minus the hooks that open a Kafka producer.
+BASELINE_CONF = f"""\
+exec(compile(open({str(CONF)!r}).read(), {str(CONF)!r}, "exec"))
+
+
+def post_fork(server, worker):
+    pass
+
+
+def worker_exit(server, worker):
+    pass
+"""
+
+
+def baseline_app():
+    """The real app with a producer that does nothing (gunicorn loads this in each worker)."""
+    from ingest_api import create_app
+    from ingest_api.delivery import NullProducer
+
+    return create_app(producer=NullProducer())
+
+
+def sale(i: int = 0, sold_at: datetime | None = None) -> dict:
+    body = {
+        "plate": PLATE,
+        "client": f"cliente-{i % 50}",
+        "quantity": 1 + i % 5,
+        "stock_remaining": 100 - i % 100,
+        "location": {"lat": -33.4489, "lon": -70.6693},
+    }
+    if sold_at:
+        body["sold_at"] = sold_at.isoformat()
+    return body
+
+
+def lua_script(path: Path, body: dict, delay_ms: float | None = None) -> Path:
+    """A wrk script that POSTs `body` with the cart's token (and waits `delay_ms` between requests)."""
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = {json.dumps(json.dumps(body))}",
+        'wrk.headers["Content-Type"] = "application/json"',
+        f'wrk.headers["Authorization"] = "Bearer {cart_token(PLATE)}"',
+    ]
+    if delay_ms is not None:
+        lines += ["function delay()", f"  return {max(0, round(delay_ms))}", "end"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(url: str, script: Path, duration: float, connections: int, threads: int = 1) -> Result:
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=duration + 60,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    errors += sum(map(int, socket_errors.groups())) if socket_errors else 0
+    return Result(rps, p50, p99, errors)
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children, from /proc."""
+    total = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class Served:
+    url: str
+    pid: int
+
+
+@contextlib.contextmanager
+def server(app: str, conf: Path, workers: int, threads: int, log: Path) -> Iterator[Served]:
+    """A gunicorn on a free port, once /readyz answers 200."""
+    port = free_port()
+    env = {**os.environ, "API_PORT": str(port), "API_WORKERS": str(workers), "API_THREADS": str(threads)}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(GUNICORN), "-c", str(conf), app],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{base}/readyz", timeout=2) as ready,  # noqa: S310 - loopback
+            ):
+                if ready.status == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not become ready; see {log}")
+            time.sleep(0.3)
+        yield Served(base, proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@dataclass
+class Run:
+    """One wrk run and the CPU it cost: the API's processes and the broker's, per request."""
+
+    result: Result
+    api_cpu_us: float
+    broker_cpu_us: float
+
+
+def measured(
+    served: Served, broker_pid: int, path: str, script: Path, duration: float, connections: int
+) -> Run:
+    api0, broker0 = cpu_seconds(served.pid), cpu_seconds(broker_pid)
+    result = wrk(served.url + path, script, duration, connections)
+    requests = max(1.0, result.rps * duration)
+    return Run(
+        result,
+        (cpu_seconds(served.pid) - api0) / requests * 1e6,
+        (cpu_seconds(broker_pid) - broker0) / requests * 1e6,
+    )
+
+
+def median(runs: list[Run]) -> Run:
+    return Run(
+        Result(
+            statistics.median(r.result.rps for r in runs),
+            statistics.median(r.result.p50_ms for r in runs),
+            statistics.median(r.result.p99_ms for r in runs),
+            sum(r.result.errors for r in runs),
+        ),
+        statistics.median(r.api_cpu_us for r in runs),
+        statistics.median(r.broker_cpu_us for r in runs),
+    )
+
+
+def paired(
+    servers: dict[str, Served],
+    broker_pid: int,
+    path: str,
+    script: Path,
+    duration: float,
+    connections: int,
+    rounds: int,
+) -> tuple[dict[str, Run], float]:
+    """Each round runs gremio and the baseline back to back (order alternating), so both see
+    the same load from whatever else the machine is doing; returns the medians and the
+    median of the per-round throughput ratios."""
+    runs: dict[str, list[Run]] = {name: [] for name in servers}
+    ratios = []
+    for round_ in range(rounds):
+        names = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+        for name in names:
+            runs[name].append(measured(servers[name], broker_pid, path, script, duration, connections))
+        ratios.append(runs["gremio"][-1].result.rps / runs["baseline"][-1].result.rps)
+    return {name: median(found) for name, found in runs.items()}, statistics.median(ratios)
+
+
+def row(name: str, run: Run, unit: str = "req/s", per_request: int = 1) -> str:
+    r = run.result
+    return (
+        f"| {name} | {r.rps * per_request:,.0f} {unit} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms | {r.errors} "
+        f"| {run.api_cpu_us / per_request:,.0f} µs | {run.broker_cpu_us / per_request:,.0f} µs |"
+    )
+
+
+HEADER = "| {what} | throughput | p50 | p99 | errors | API CPU | broker CPU |\n|---|---|---|---|---|---|---|"
+
+
+@contextlib.contextmanager
+def both(tmp: Path, workers: int, threads: int) -> Iterator[dict[str, Served]]:
+    """gremio and the baseline, the same gunicorn config, side by side (one idles while the other runs)."""
+    baseline_conf = tmp / "gunicorn_baseline.py"
+    baseline_conf.write_text(BASELINE_CONF)
+    with (
+        server("ingest_api:create_app()", CONF, workers, threads, tmp / "gremio.log") as gremio,
+        server("bench.api:baseline_app()", baseline_conf, workers, threads, tmp / "baseline.log") as baseline,
+    ):
+        yield {"gremio": gremio, "baseline": baseline}
+
+
+SWEEP = ((1, 8), (1, 16), (1, 32), (2, 8), (2, 16), (3, 8))
+
+
+def sweep(tmp: Path, broker_pid: int, duration: float, connections: int, rounds: int) -> None:
+    """Peak POST /v1/sales of gremio and of the baseline for several workers x threads."""
+    script = lua_script(tmp / "sale.lua", sale())
+    print(f"\n### API_WORKERS x API_THREADS: peak POST /v1/sales, medians of {rounds} paired rounds\n")
+    print(
+        "| workers | threads | gremio | p99 | baseline | p99 | ratio | gremio API + broker CPU per request |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
+    for workers, threads in SWEEP:
+        with both(tmp, workers, threads) as servers:
+            for served in servers.values():
+                wrk(served.url + "/v1/sales", script, 2, connections)  # warm-up
+            runs, ratio = paired(servers, broker_pid, "/v1/sales", script, duration, connections, rounds)
+        real, base = runs["gremio"], runs["baseline"]
+        print(
+            f"| {workers} | {threads} | {real.result.rps:,.0f} req/s | {real.result.p99_ms:.0f} ms "
+            f"| {base.result.rps:,.0f} req/s | {base.result.p99_ms:.0f} ms | {ratio:.2f} "
+            f"| {real.api_cpu_us:,.0f} + {real.broker_cpu_us:,.0f} µs |",
+            flush=True,
+        )
+
+
+def at_rate(url: str, rate: float, connections: int, duration: float, script: Path) -> Result:
+    """wrk offering about `rate` req/s: each connection sends, waits for the answer, then a delay.
+
+    A connection's cycle is latency + delay, so the delay is calibrated with a short run
+    (cycle measured = connections / achieved rate) before the measured one.
+    """
+    cycle_ms = connections * 1000 / rate
+    first = wrk(url, lua_script(script, sale(), delay_ms=cycle_ms), 3, connections)
+    latency_ms = max(0.0, connections * 1000 / first.rps - cycle_ms)
+    return wrk(url, lua_script(script, sale(), delay_ms=cycle_ms - latency_ms), duration, connections)
+
+
+def measure(tmp: Path, broker_pid: int, duration: float, connections: int, rounds: int) -> None:
+    settings = get_settings()
+    workers, threads = settings.api_workers, settings.api_threads
+    single = lua_script(tmp / "sale.lua", sale())
+    now = datetime.now(UTC)
+    batch_body = {"sales": [sale(i, now - timedelta(minutes=30) + timedelta(seconds=i)) for i in range(500)]}
+    batch = lua_script(tmp / "batch.lua", batch_body)
+    print(
+        f"\nAPI_WORKERS={workers} API_THREADS={threads}; wrk -t1 -c{connections} -d{duration:.0f}s; medians of "
+        f"{rounds} paired rounds; batch body {len(json.dumps(batch_body)) / 1024:.0f} KiB"
+    )
+    with both(tmp, workers, threads) as servers:
+        for served in servers.values():
+            wrk(served.url + "/v1/sales", single, 3, connections)  # warm-up
+        peak, ratio = paired(servers, broker_pid, "/v1/sales", single, duration, connections, rounds)
+        batches, batch_ratio = paired(servers, broker_pid, "/v1/sales/batch", batch, duration, 4, rounds)
+        half = peak["gremio"].result.rps / 2
+        paced = {
+            name: at_rate(served.url + "/v1/sales", half, 16, duration, tmp / f"paced-{name}.lua")
+            for name, served in servers.items()
+        }
+
+    print("\n" + HEADER.format(what="POST /v1/sales, peak"))
+    print(row("gremio (Kafka acks=all)", peak["gremio"]))
+    print(row("baseline (do-nothing producer)", peak["baseline"]))
+    print(f"\ngremio / baseline throughput: **{ratio:.2f}** (goal >= 0.7)")
+    print(
+        f"\n| at half gremio's peak ({half:,.0f} req/s offered) | achieved | p50 | p99 | errors |\n"
+        "|---|---|---|---|---|"
+    )
+    for name, result in paced.items():
+        print(
+            f"| {name} | {result.rps:,.0f} req/s | {result.p50_ms:.1f} ms | {result.p99_ms:.1f} ms | {result.errors} |"
+        )
+    print(f"\ngremio p99 at half the peak rate: **{paced['gremio'].p99_ms:.1f} ms** (goal <= 50 ms)")
+    print("\n" + HEADER.format(what="POST /v1/sales/batch, 500 sales, -c4").replace("throughput", "sales/s"))
+    print(row("gremio", batches["gremio"], "sales/s", 500))
+    print(row("baseline", batches["baseline"], "sales/s", 500))
+    print(f"\ngremio / baseline batch throughput: {batch_ratio:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sweep", action="store_true", help="also compare API_WORKERS x API_THREADS")
+    parser.add_argument("--no-measure", action="store_true", help="only the sweep")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install wrk", file=sys.stderr)
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="gremio-bench-api-"))
+    print(f"# ingest API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores (shared)")
+    with throwaway_stack() as stack:
+        broker = stack.kafka.proc.pid  # type: ignore[union-attr]
+        if args.sweep:
+            sweep(tmp, broker, args.duration, args.connections, args.rounds)
+        if not args.no_measure:
+            measure(tmp, broker, args.duration, args.connections, args.rounds)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

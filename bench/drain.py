@@ -1,0 +1,265 @@
+"""Daily sales drain and report benchmark (docs/BENCHMARKS.md, "Daily sales drain and report").
+
+    .venv/bin/python -m bench.drain [--sales 1000000] [--carts 200] [--repeat 3]
+
+1. Drain: N sales of one day are produced to `sales`. Then, `--repeat` rounds of: the same
+   rows COPYed raw into a fresh copy of the `sales` table (same indexes, `COPY ... FROM
+   STDIN` of a prepared file: the baseline, PostgreSQL's own ingest rate), and the
+   sales_daily DAG's drain task (KafkaDrainOperator: consume, pydantic decode, binary COPY
+   to staging, INSERT ... ON CONFLICT) draining the whole topic into the emptied `sales`
+   in a new consumer group. Figure: drain rows/s as a ratio to the baseline's rows/s,
+   median of the rounds (goal >= 0.5).
+2. Stats and report: the sales_daily work for that day (the stats query, the UPSERT into
+   daily_master_stats, reading it back, the totals and writing the .txt/.csv/.json/.png)
+   against the bare aggregate query (per plate: count, sum, distinct clients), each run
+   `--repeat` times; medians.
+
+Everything runs on a throwaway Kafka and PostgreSQL (bench/stack.py); the operator reaches
+them through the same AIRFLOW_CONN_* connections the DAG uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from bench.stack import throwaway_stack
+from gremio import db, reports, sales_stats
+from gremio import kafka as gk
+from gremio import topics as t
+from gremio.settings import REPO_ROOT, get_settings
+from gremio.stack import airflow as af
+
+DAY = date(2026, 11, 10)
+CONSONANTS = "BCDFGHJKLPRSTVWXYZ"
+COLUMNS = "id, plate, client, quantity, sold_at, stock_remaining, lat, lon, received_at"
+ID_BASE = uuid.UUID("5a1e0000-0000-4000-8000-000000000000").int
+
+
+def plates(n: int) -> list[str]:
+    return [
+        f"{CONSONANTS[i // 1800 % 18]}{CONSONANTS[i // 100 % 18]}{CONSONANTS[i // 18 % 18]}{CONSONANTS[i % 18]}{i % 100:02d}"
+        for i in range(n)
+    ]
+
+
+def sale_values(i: int, n: int, carts: list[str], start: datetime) -> tuple:
+    """Sale number i of n, always the same: ~20,000 clients, some written with case and spaces."""
+    client = f"cliente {(i * 7919) % 20_000}"
+    if i % 10 == 0:
+        client = f"  {client.upper()} "
+    sold_at = start + timedelta(seconds=i * 86_000 / n)
+    return (
+        uuid.UUID(int=ID_BASE + i),
+        carts[i % len(carts)],
+        client,
+        1 + i % 10,
+        sold_at,
+        10 + i % 90,
+        -33.45 + (i % 100) / 1000,
+        -70.65 + (i % 97) / 1000,
+        sold_at + timedelta(seconds=1),
+    )
+
+
+def sales(n: int, carts: list[str], start: datetime) -> Iterator[tuple]:
+    for i in range(n):
+        yield sale_values(i, n, carts, start)
+
+
+def to_json(v: tuple) -> bytes:
+    return (
+        f'{{"id":"{v[0]}","plate":"{v[1]}","client":{json.dumps(v[2], ensure_ascii=False)},'
+        f'"quantity":{v[3]},"sold_at":"{v[4].isoformat()}","stock_remaining":{v[5]},'
+        f'"lat":{v[6]!r},"lon":{v[7]!r},"received_at":"{v[8].isoformat()}"}}'
+    ).encode()
+
+
+def to_copy_line(v: tuple) -> str:
+    return "\t".join(str(x) if not isinstance(x, datetime) else x.isoformat() for x in v) + "\n"
+
+
+def progress(what: str, done: int, total: int, started: float) -> None:
+    rate = done / max(time.monotonic() - started, 1e-9)
+    print(f"  {what}: {done:,}/{total:,} ({rate:,.0f}/s)", flush=True)
+
+
+def produce(n: int, carts: list[str], start: datetime) -> float:
+    prod = gk.producer(None, **{"batch.size": 1_000_000})
+    tracker = gk.DeliveryTracker()
+    headers = [("type", b"Sale")]
+    started = time.monotonic()
+    for i, values in enumerate(sales(n, carts, start)):
+        while True:
+            try:
+                prod.produce(
+                    t.SALES.name, to_json(values), values[1].encode(), headers=headers, on_delivery=tracker
+                )
+                break
+            except BufferError:
+                prod.poll(0.05)
+        prod.poll(0)
+        if (i + 1) % 200_000 == 0:
+            progress("produced", i + 1, n, started)
+    gk.flush_or_raise(prod, 120)
+    tracker.raise_for_errors()
+    return time.monotonic() - started
+
+
+def baseline_copy(n: int, carts: list[str], start: datetime) -> float:
+    """Raw COPY of the same rows from a prepared file into a table shaped like `sales`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".copy", delete=False, encoding="utf-8") as out:
+        for values in sales(n, carts, start):
+            out.write(to_copy_line(values))
+        path = Path(out.name)
+    try:
+        with db.connect() as conn:
+            conn.execute("drop table if exists sales_copy_baseline")
+            conn.execute("create table sales_copy_baseline (like sales including all)")
+            conn.commit()
+            started = time.monotonic()
+            with (
+                conn.cursor() as cur,
+                path.open("rb") as data,
+                cur.copy(f"copy sales_copy_baseline ({COLUMNS}) from stdin") as copy,
+            ):
+                while block := data.read(1 << 20):
+                    copy.write(block)
+            conn.commit()
+            elapsed = time.monotonic() - started
+            copied = conn.execute("select count(*) from sales_copy_baseline").fetchone()[0]
+            conn.execute("drop table sales_copy_baseline")
+        assert copied == n, copied
+        return elapsed
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def drain(n: int, group_id: str) -> tuple[float, dict]:
+    """The DAG's own drain task, executed directly (no scheduler in between), into an empty `sales`."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    with db.connect() as conn:
+        conn.execute("truncate sales")
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "sales_daily.py"))
+    op = bag.dags["sales_daily"].get_task("drain_sales")  # parsed only: no metadata database
+    op.group_id = group_id  # each round reads the topic from the start
+    started = time.monotonic()
+    result = op.execute(context={})
+    elapsed = time.monotonic() - started
+    with db.connect() as conn:
+        stored = conn.execute("select count(*) from sales").fetchone()[0]
+    assert result["inserted"] == stored == n, (result, stored)
+    return elapsed, result
+
+
+def add_members(carts: list[str]) -> None:
+    """Three of every four carts belong to an approved member; the rest are unregistered."""
+    with db.connect() as conn, conn.cursor() as cur:
+        cur.executemany(
+            "insert into members (rut, first_name, last_name, email, plate, approved_at)"
+            " values (%s, %s, %s, %s, %s, '2026-01-01')",
+            [
+                (f"{10_000_000 + i}-0", "Maestro", f"Número {i}", f"m{i}@example.cl", plate)
+                for i, plate in enumerate(carts)
+                if i % 4
+            ],
+        )
+
+
+def stats_and_report() -> float:
+    started = time.monotonic()
+    with db.connect() as conn:
+        rows, totals = sales_stats.compute_day(conn, DAY)
+        sales_stats.store_day(conn, DAY, rows, totals)
+        stored, stored_totals = sales_stats.load_day(conn, DAY)
+    reports.write_daily(DAY, stored, stored_totals)
+    return time.monotonic() - started
+
+
+def bare_aggregate() -> float:
+    start, end = sales_stats.day_bounds(DAY, get_settings().guild_timezone)
+    started = time.monotonic()
+    with db.connect() as conn:
+        conn.execute(
+            "select plate, count(*), sum(quantity), count(distinct client) from sales"
+            " where sold_at >= %s and sold_at < %s group by plate",
+            (start, end),
+        ).fetchall()
+    return time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sales", type=int, default=1_000_000)
+    parser.add_argument("--carts", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    n, carts = args.sales, plates(args.carts)
+
+    with throwaway_stack() as stack:
+        os.environ.update(af.environment(get_settings(), stack.root / "airflow"))
+        sys.path.insert(0, str(REPO_ROOT / "plugins"))
+        start = sales_stats.day_bounds(DAY, get_settings().guild_timezone)[0].astimezone(UTC)
+        add_members(carts)
+
+        print(f"producing {n:,} sales of {DAY} from {len(carts)} carts ...", flush=True)
+        produce_s = produce(n, carts, start)
+        print(f"  produced in {produce_s:.1f} s", flush=True)
+
+        copy_runs, drain_runs = [], []
+        for round_ in range(1, args.repeat + 1):
+            # Side by side, alternating, so both see the same machine (it is shared).
+            print(
+                f"round {round_}: baseline, raw COPY of the same rows into a copy of `sales` ...", flush=True
+            )
+            copy_runs.append(baseline_copy(n, carts, start))
+            print(f"  {copy_runs[-1]:.1f} s, {n / copy_runs[-1]:,.0f} rows/s", flush=True)
+            print(f"round {round_}: the sales_daily drain task into `sales` ...", flush=True)
+            drain_s, result = drain(n, f"bench-drain-{round_}")
+            drain_runs.append(drain_s)
+            print(
+                f"  {drain_s:.1f} s, {n / drain_s:,.0f} rows/s ({result['transactions']} transactions)",
+                flush=True,
+            )
+        ratios = sorted(c / d for c, d in zip(copy_runs, drain_runs, strict=True))
+        copy_s, drain_s = statistics.median(copy_runs), statistics.median(drain_runs)
+
+        print(f"stats and report for {DAY}, {args.repeat} times each ...", flush=True)
+        report_runs, aggregate_runs = [], []
+        for _ in range(args.repeat):
+            aggregate_runs.append(bare_aggregate())
+            report_runs.append(stats_and_report())
+        report_s, aggregate_s = statistics.median(report_runs), statistics.median(aggregate_runs)
+
+    drain_rate, copy_rate = n / drain_s, n / copy_s
+    print()
+    print(
+        f"| measure ({n:,} sales, {len(carts)} carts; medians of {args.repeat}) | gremio | baseline | ratio |"
+    )
+    print("|---|---|---|---|")
+    print(
+        f"| drain rate (rows/s; baseline raw COPY) | {drain_rate:,.0f} | {copy_rate:,.0f} "
+        f"| **{statistics.median(ratios):.2f}** (rounds {', '.join(f'{r:.2f}' for r in ratios)}; goal >= 0.5) |"
+    )
+    print(
+        f"| stats + report for the day (s; baseline bare aggregate) | {report_s:.2f} | {aggregate_s:.2f} "
+        f"| **{report_s / aggregate_s:.1f}x** |"
+    )
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores, shared)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

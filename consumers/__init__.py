@@ -1,0 +1,1 @@
+"""Long-running consumer services, each on the shared run loop (gremio.runner)."""

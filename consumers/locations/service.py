@@ -1,0 +1,311 @@
+"""The live-location service on the shared run loop (DESIGN §5, live locations).
+
+Group `location-tracker` reads `locations` (positions, and fugitive reports on p0) and
+`sales` (each sale carries its cart's position). Per batch: the pure `handle` updates the
+view and decides the alerts; new alerts and reports go to PostgreSQL and to the `alerts`
+topic; then the runner commits. See docs/LOCATIONS.md for the rules and scale-out.
+
+**Rebuild.** On every assignment each partition is sought back to the first record of the
+last LIVE_TTL_SECONDS (or to the committed offset, if that is earlier, so nothing is
+skipped). Records below the committed offset were processed before: they only rebuild the
+view, and raise nothing again.
+
+**Ownership.** A cart belongs to the instance holding its `locations` partition. A sale
+read by an instance that does not hold that partition is forwarded there as a
+CartPosition (id derived from the sale), so each cart lives on exactly one instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar, get_args
+from zoneinfo import ZoneInfo
+
+import psycopg
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from consumers.locations.store import LiveStore
+from consumers.locations.view import Effects, LiveView, Raised, Rules, handle, position_from_sale
+from gremio import db
+from gremio import kafka as gk
+from gremio import topics as t
+from gremio.logs import setup_logging
+from gremio.records import AlertKind, CartPosition, FugitiveReport, Record, Sale, now_utc
+from gremio.runner import BaseService, Envelope, run_service
+from gremio.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "location-tracker"
+FEED_REFRESH_SECONDS = 2.0  # reports and alerts of other instances, from the tables
+EXPIRE_SECONDS = 1.0
+SUMMARY_SECONDS = 30.0
+
+POSITIONS = Counter(
+    "gremio_locations_positions_total",
+    "Position updates processed (applied: newest for its cart; stale: older, ignored; "
+    "forwarded: a sale's position sent to the instance that holds its cart)",
+    ["result"],
+)
+ALERTS = Counter("gremio_locations_alerts_total", "Alerts raised", ["kind"])
+REPORTS = Counter("gremio_locations_reports_total", "Fugitive reports processed")
+LIVE_CARTS = Gauge("gremio_locations_live_carts", "Carts with a position in the last LIVE_TTL_SECONDS")
+for _kind in get_args(AlertKind):
+    ALERTS.labels(_kind)
+for _result in ("applied", "stale", "forwarded"):
+    POSITIONS.labels(_result)
+
+
+def rebuild_offset(committed: int, at_time: int, end: int) -> int:
+    """Where to start a partition: the first record of the TTL window, or earlier if unprocessed.
+
+    `committed` is the group's committed offset (negative: none); `at_time` is the first
+    offset at or after now - TTL (negative: every record is older); `end` is the high
+    watermark, used as a real offset so a record landing during the assignment is read.
+    """
+    if at_time < 0:
+        return committed if committed >= 0 else end
+    return min(committed, at_time) if committed >= 0 else at_time
+
+
+class LocationService(BaseService):
+    """Live view, alerts and fugitive reports from `locations` and `sales`."""
+
+    accepts: ClassVar[dict[str, type[Record]]] = {
+        "CartPosition": CartPosition,
+        "FugitiveReport": FugitiveReport,
+        "Sale": Sale,
+    }
+    batch_size = 500
+    # A live board: small batches, short waits. The runner's consume() waits up to its
+    # poll interval for a batch to fill, so that is kept short as well (runner_options).
+    batch_timeout = 0.02
+    poll_interval = 0.02
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        group_id: str = GROUP_ID,
+        locations_topic: str = t.LOCATIONS.name,
+        sales_topic: str = t.SALES.name,
+        log_summary: bool = False,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.group_id = group_id
+        self.locations_topic = locations_topic
+        self.topics = (locations_topic, sales_topic)
+        self.rules = Rules.from_settings(self.settings)
+        self.view = LiveView(self.rules)
+        LIVE_CARTS.set_function(self.view.live_count)  # one service per process: its view
+        self.store = LiveStore(self.settings)
+        self.log_summary = log_summary
+        self._producer = gk.producer(self.settings)
+        self._location_partitions = t.LOCATIONS.partitions
+        self._held: set[int] = set()  # locations partitions this instance holds
+        self._replay_until: dict[tuple[str, int], int] = {}
+        self.rebuild_offsets: dict[tuple[str, int], int] = {}  # where the last assignment started
+        self._due: dict[str, float] = {}
+        self._seeded = False  # suppression memory read from the alerts table since the last assignment
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> LocationService:
+        """Load members, the suppression memory and recent reports/alerts before consuming."""
+        self._refresh_members()
+        self._refresh_feeds()
+        return self
+
+    def close(self) -> None:
+        self._producer.flush(10)
+        self.store.close()
+
+    def runner_options(self) -> dict[str, Any]:
+        """How this service wants the runner set up: `Runner(service, settings, **options)`."""
+        return {
+            "consumer_config": {"session.timeout.ms": int(self.settings.live_session_timeout_seconds * 1000)},
+            "poll_interval": self.poll_interval,
+        }
+
+    def holds_reports(self) -> bool:
+        return t.FUGITIVE_PARTITION in self._held
+
+    def holds_cart(self, plate: str) -> bool:
+        return t.position_partition(plate, self._location_partitions) in self._held
+
+    # --- the runner's hooks ---------------------------------------------------------------
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Seek each partition to now - TTL (or its unprocessed records) and assign.
+
+        With the default eager assignors `partitions` is the whole new assignment. Nothing
+        may escape a confluent-kafka callback cleanly, so failures here degrade instead:
+        no rebuild (start at the committed offsets), or suppression re-read before the
+        next batch.
+        """
+        self._held = {p.partition for p in partitions if p.topic == self.locations_topic}
+        try:
+            self._seek_to_window(consumer, partitions)
+        except KafkaException as exc:
+            log.warning("no rebuild this time, carrying on from the committed offsets: %s", exc)
+            for p in partitions:
+                p.offset = OFFSET_STORED
+            self.rebuild_offsets, self._replay_until = {}, {}
+        dropped = self.view.keep_carts(self.holds_cart)
+        if dropped:
+            log.info("%d carts now belong to another instance", len(dropped))
+        self._seeded = False
+        self._safely(self._refresh_feeds)
+        consumer.assign(partitions)
+
+    def _seek_to_window(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        since_ms = int((time.time() - self.settings.live_ttl_seconds) * 1000)
+        committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=30)}
+        query = [TopicPartition(p.topic, p.partition, since_ms) for p in partitions]
+        at_time = {}
+        for p in consumer.offsets_for_times(query, timeout=30):
+            if p.error is not None:
+                log.warning("no offset by time for %s[%d]: %s", p.topic, p.partition, p.error)
+            at_time[(p.topic, p.partition)] = -1 if p.error is not None else p.offset
+        meta = consumer.list_topics(self.locations_topic, timeout=30).topics[self.locations_topic]
+        self._location_partitions = len(meta.partitions) or self._location_partitions
+        for p in partitions:
+            key = (p.topic, p.partition)
+            start, seen = committed.get(key, -1), at_time.get(key, -1)
+            end = consumer.get_watermark_offsets(p, timeout=30)[1] if start < 0 and seen < 0 else -1
+            p.offset = rebuild_offset(start, seen, end)
+        self.rebuild_offsets = {(p.topic, p.partition): p.offset for p in partitions}
+        self._replay_until = {key: offset for key, offset in committed.items() if offset >= 0}
+        log.info(
+            "rebuilding the live view from %s",
+            ", ".join(f"{tp}[{p}]@{o}" for (tp, p), o in sorted(self.rebuild_offsets.items())),
+        )
+
+    def process(self, batch: list[Envelope]) -> None:
+        if not self._seeded:
+            # The suppression memory must hold other instances' alerts before raising any.
+            self._refresh_feeds()
+        effects = Effects()
+        forward: list[CartPosition] = []
+        # Reports last: a report's nearest cart then sees positions that arrived with it.
+        for env in sorted(batch, key=lambda e: isinstance(e.record, FugitiveReport)):
+            replay = env.offset < self._replay_until.get((env.topic, env.partition), -1)
+            record = env.record
+            if isinstance(record, Sale) and not self.holds_cart(record.plate):
+                if not replay:
+                    forward.append(position_from_sale(record))
+                continue
+            effects.extend(handle(self.view, record, replay))
+        if forward:
+            self._forward(forward)
+        fresh = self.store.write(effects, self._publish) if effects.alerts or effects.reports else []
+        POSITIONS.labels("applied").inc(effects.applied)
+        POSITIONS.labels("stale").inc(effects.stale)
+        REPORTS.inc(len(effects.reports))
+        for raised in fresh:
+            alert = raised.alert
+            ALERTS.labels(alert.kind).inc()
+            log.warning("ALERT %s %s: %s", alert.kind, alert.plate or "-", alert.detail)
+
+    def tick(self, now: float) -> None:
+        if self._is_due("expire", now, EXPIRE_SECONDS):
+            for cart in self.view.expire():
+                log.info(
+                    "cart %s silent for %.0f s: off the board", cart.plate, self.rules.ttl.total_seconds()
+                )
+        if self._is_due("members", now, self.settings.members_refresh_seconds):
+            self._safely(self._refresh_members)
+        if self._is_due("feeds", now, FEED_REFRESH_SECONDS):
+            self._safely(self._refresh_feeds)
+        if self.log_summary and self._is_due("summary", now, SUMMARY_SECONDS):
+            snap = self.view.snapshot()
+            log.info(
+                "live: %d carts, %d fugitive reports and %d alerts in the last %.0f min",
+                len(snap["carts"]), len(snap["reports"]), len(snap["alerts"]),
+                self.rules.report_window.total_seconds() / 60,
+            )  # fmt: skip
+
+    # --- effects --------------------------------------------------------------------------
+
+    def _forward(self, positions: Sequence[CartPosition]) -> None:
+        """Send sales' positions to the `locations` partition of their carts (scale-out only)."""
+        gk.produce_all(
+            self._producer,
+            [
+                (
+                    self.locations_topic, p.plate.encode(), p.to_bytes(), [("type", b"CartPosition")],
+                    t.position_partition(p.plate, self._location_partitions),
+                )
+                for p in positions
+            ],
+        )  # fmt: skip
+        POSITIONS.labels("forwarded").inc(len(positions))
+
+    def _publish(self, raised: Sequence[Raised]) -> None:
+        gk.produce_all(
+            self._producer,
+            [(t.ALERTS.name, r.key.encode(), r.alert.to_bytes(), [("type", b"Alert")], None) for r in raised],
+        )
+
+    # --- periodic work ----------------------------------------------------------------------
+
+    def _refresh_members(self) -> None:
+        self.view.set_members(self.store.members())
+
+    def _refresh_feeds(self) -> None:
+        """Suppression memory, and the reports and alerts every instance shows, from the tables."""
+        now = now_utc()
+        self.view.seed_suppression(self.store.suppression(now - self.rules.suppress))
+        self._seeded = True
+        since = now - self.rules.report_window
+        self.view.merge_reports(self.store.recent_reports(since))
+        self.view.merge_alerts(self.store.recent_alerts(since, self.rules.recent_alerts))
+
+    def _is_due(self, what: str, now: float, every: float) -> bool:
+        if now < self._due.get(what, 0.0):
+            return False
+        self._due[what] = now + every
+        return True
+
+    def _safely(self, refresh: Any) -> None:
+        try:
+            refresh()
+        except psycopg.Error as exc:
+            log.warning("PostgreSQL unavailable, keeping the last known data: %s", exc)
+            self.store.close()
+
+
+def main() -> int:
+    """`python -m consumers.locations`: the board in a terminal, log lines otherwise."""
+    from consumers.locations.board import Board
+    from consumers.locations.web import LiveServer, create_app
+
+    settings = get_settings()
+    console = None
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        console = Console()
+        logging.basicConfig(
+            level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+        )
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    else:
+        setup_logging()
+    gk.wait_for_broker(settings)
+    db.wait_for_db(settings)
+    service = LocationService(settings, log_summary=console is None).start()
+    server = LiveServer(create_app(service.view), settings.bind_host, settings.live_port).start()
+    board = Board(service.view, console, ZoneInfo(settings.guild_timezone)) if console else None
+    try:
+        with board or contextlib.nullcontext():
+            return run_service(service, settings, **service.runner_options())
+    finally:
+        server.stop()
+        service.close()

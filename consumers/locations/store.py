@@ -1,0 +1,100 @@
+"""The live-location service's PostgreSQL side: members, alerts, fugitive reports.
+
+One connection, used only from the run loop's thread. Each batch's alerts and reports are
+written in one transaction, and the transaction commits only after the `alerts` records
+are acknowledged by the broker (see `write`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import psycopg
+
+from consumers.locations.view import Effects, Raised, SeenReport
+from gremio import db
+from gremio.records import Alert
+from gremio.settings import Settings
+
+MEMBERS = "select plate, first_name || ' ' || last_name from members"
+
+
+class LiveStore:
+    """Reads and writes for the live view; reconnects after a failed connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = db.connect(self.settings, autocommit=True)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def members(self) -> dict[str, str]:
+        """Approved members' plates and their masters' names."""
+        return dict(self.conn.execute(MEMBERS).fetchall())
+
+    def suppression(self, since: datetime) -> list[tuple[str, str, datetime]]:
+        """(kind, plate, last created_at) of the alerts raised since `since`."""
+        return self.conn.execute(db.query("locations_suppression"), {"since": since}).fetchall()
+
+    def recent_alerts(self, since: datetime, limit: int) -> list[Alert]:
+        rows = self.conn.execute(db.query("locations_recent_alerts"), {"since": since, "limit": limit})
+        return [
+            Alert(id=i, kind=k, plate=p, lat=la, lon=lo, detail=d, created_at=c)
+            for i, k, p, la, lo, d, c in rows.fetchall()
+        ]
+
+    def recent_reports(self, since: datetime, limit: int = 500) -> list[SeenReport]:
+        rows = self.conn.execute(db.query("locations_recent_reports"), {"since": since, "limit": limit})
+        return [SeenReport(*row) for row in rows.fetchall()]
+
+    def write(self, effects: Effects, publish: Callable[[Sequence[Raised]], None]) -> list[Raised]:
+        """Record reports and alerts; `publish` the alerts that are new, then commit.
+
+        A crash after the broker's acknowledgement but before the commit leaves the alert
+        on the topic and not in the table: the batch is redelivered, raises the same alert
+        (same id) again, and publishes it a second time. Consumers of `alerts` deduplicate
+        by id. The other order (commit, then publish) could lose the record instead.
+        """
+        with self.conn.transaction():
+            if effects.reports:
+                self.conn.execute(
+                    db.query("locations_insert_reports"), _columns(effects.reports, REPORT_COLUMNS)
+                )
+            fresh: list[Raised] = []
+            if effects.alerts:
+                rows = self.conn.execute(
+                    db.query("locations_insert_alerts"),
+                    _columns([r.alert for r in effects.alerts], ALERT_COLUMNS),
+                )
+                new = {row[0] for row in rows.fetchall()}
+                # A record delivered twice in one batch raises the same alert twice: once is enough.
+                fresh = list({r.alert.id: r for r in effects.alerts if r.alert.id in new}.values())
+            if fresh:
+                publish(fresh)
+        return fresh
+
+
+# Query parameter -> attribute, for the unnest() inserts.
+REPORT_COLUMNS = {
+    "ids": "id", "lats": "lat", "lons": "lon", "descriptions": "description", "plates": "plate",
+    "received_at": "received_at", "nearest_plates": "nearest_plate", "nearest_distances": "nearest_distance_m",
+}  # fmt: skip
+ALERT_COLUMNS = {
+    "ids": "id", "kinds": "kind", "plates": "plate", "lats": "lat", "lons": "lon", "details": "detail",
+    "created_at": "created_at",
+}  # fmt: skip
+
+
+def _columns(rows: Sequence[object], columns: dict[str, str]) -> dict[str, list]:
+    """Rows as one list per query parameter."""
+    return {param: [getattr(row, attr) for row in rows] for param, attr in columns.items()}

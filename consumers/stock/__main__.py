@@ -1,0 +1,5 @@
+"""`python -m consumers.stock`."""
+
+from consumers.stock.service import main
+
+raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The replenishment service's PostgreSQL side: one transaction per batch, and the outbox mark."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import namedtuple_row
+
+from consumers.stock.rules import CartState, Decision, OpenOrder, Rules, handle
+from gremio import db
+from gremio.records import ReplenishmentOrder, Sale
+from gremio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Applied:
+    """A committed batch: what it decided, and which orders' records are still to be sent."""
+
+    decision: Decision
+    opened: list[ReplenishmentOrder]  # new orders, now in the table
+    republish: list[ReplenishmentOrder]  # committed by an interrupted run, never published
+
+    @property
+    def unpublished(self) -> list[ReplenishmentOrder]:
+        return [*self.opened, *self.republish]
+
+
+class OrderStore:
+    """Holds the service's connection; each `apply` is one transaction."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.conn = db.connect(settings, autocommit=False)
+        # Orders whose records the broker acknowledged, marked in the next transaction: a
+        # commit of its own would cost a WAL flush per batch. Losing these marks in a crash
+        # only means a harmless second record with the same id if the sales come round again.
+        self.unmarked: set[uuid.UUID] = set()
+
+    def close(self) -> None:
+        if self.conn.closed:
+            return
+        try:
+            self.mark_published()
+        except psycopg.Error as exc:  # the database went away: the marks are only an economy
+            log.warning("could not mark %d published orders: %s", len(self.unmarked), exc)
+        finally:
+            self.conn.close()
+
+    def apply(self, sales: Sequence[Sale], rules: Rules, now: datetime) -> Applied:
+        """Lock the batch's carts, decide with `handle`, write orders and stock, commit."""
+        plates = sorted({sale.plate for sale in sales})
+        sale_ids = [sale.id for sale in sales]
+        # Pipeline mode: the three reads go out together, then the writes and the commit.
+        with self.conn.pipeline():
+            with self.conn.transaction():
+                locked = self.conn.execute(db.query("stock_lock_carts"), {"plates": plates})
+                claimed = self.conn.execute(db.query("stock_claim_sales"), {"sale_ids": sale_ids})
+                found = self.conn.cursor(row_factory=namedtuple_row).execute(
+                    db.query("stock_orders_for"), {"plates": plates, "sale_ids": sale_ids}
+                )
+                carts = {plate: CartState(sold_at=sold_at) for plate, sold_at in locked.fetchall()}
+                new_sales = {row[0] for row in claimed.fetchall()}
+                rows = found.fetchall()
+                carts, triggers = _with_orders(carts, rows)
+                applied = triggers | (set(sale_ids) - new_sales)
+                decision = handle(sales, carts, rules, now, applied)
+                inserted = self._write(decision)
+                marked = self._mark()
+            inserted_ids = {row[0] for row in inserted.fetchall()} if inserted is not None else set()
+        self.unmarked -= marked
+        batch = set(sale_ids)
+        earlier = [
+            _order(row)
+            for row in rows
+            if row.sale_id in batch and row.published_at is None and row.id not in marked | self.unmarked
+        ]
+        opened = [order for order in decision.opened if order.id in inserted_ids]
+        return Applied(decision, opened, earlier)
+
+    def prune(self, retention_seconds: float) -> int:
+        """Forget applied sale ids older than the retention; returns how many."""
+        with self.conn.transaction():
+            return self.conn.execute(db.query("stock_prune_sales"), {"seconds": retention_seconds}).rowcount
+
+    def _write(self, decision: Decision) -> psycopg.Cursor | None:
+        """Closes first (the one-open index), then new orders, then each cart's newest sale."""
+        new_ids = {order.id for order in decision.opened}
+        closes = [d for d in decision.delivered if d.order_id not in new_ids]
+        if closes:
+            self.conn.execute(
+                db.query("stock_close_orders"),
+                {
+                    "ids": [d.order_id for d in closes],
+                    "delivered_at": [d.delivered_at for d in closes],
+                    "sale_ids": [d.sale_id for d in closes],
+                },
+            )
+        inserted = None
+        if decision.opened:
+            closed_in_batch = {d.order_id: d for d in decision.delivered if d.order_id in new_ids}
+            done = [closed_in_batch.get(order.id) for order in decision.opened]
+            inserted = self.conn.execute(
+                db.query("stock_insert_orders"),
+                {
+                    "ids": [o.id for o in decision.opened],
+                    "plates": [o.plate for o in decision.opened],
+                    "sale_ids": [o.sale_id for o in decision.opened],
+                    "stocks": [o.stock_at_trigger for o in decision.opened],
+                    "quantities": [o.quantity for o in decision.opened],
+                    "statuses": ["open" if d is None else "delivered" for d in done],
+                    "created_at": [o.created_at for o in decision.opened],
+                    "delivered_at": [d and d.delivered_at for d in done],
+                    "delivered_by": [d and d.sale_id for d in done],
+                },
+            )
+        if decision.carts:
+            carts = decision.carts.items()
+            self.conn.execute(
+                db.query("stock_update_carts"),
+                {
+                    "plates": [plate for plate, _ in carts],
+                    "stocks": [cart.stock_remaining for _, cart in carts],
+                    "sale_ids": [cart.sale_id for _, cart in carts],
+                    "sold_at": [cart.sold_at for _, cart in carts],
+                },
+            )
+        return inserted
+
+    def published(self, ids: Sequence[uuid.UUID]) -> None:
+        """The broker acknowledged these orders' records; the next transaction marks them."""
+        self.unmarked.update(ids)
+
+    def mark_published(self) -> None:
+        """Mark now, in a transaction of its own (at shutdown)."""
+        with self.conn.transaction():
+            self.unmarked -= self._mark()
+
+    def _mark(self) -> set[uuid.UUID]:
+        ids = set(self.unmarked)
+        if ids:
+            self.conn.execute(db.query("stock_mark_published"), {"ids": list(ids)})
+        return ids
+
+
+def _with_orders(carts: dict[str, CartState], rows: list[Any]) -> tuple[dict[str, CartState], set[uuid.UUID]]:
+    """Attach each cart's open order; collect the sales that already triggered an order."""
+    applied: set[uuid.UUID] = set()
+    for row in rows:
+        applied.add(row.sale_id)
+        if row.status == "open" and row.plate in carts:
+            open_order = OpenOrder(row.id, row.plate, row.sale_id, row.created_at)
+            carts[row.plate] = CartState(carts[row.plate].sold_at, open_order=open_order)
+    return carts, applied
+
+
+def _order(row: Any) -> ReplenishmentOrder:
+    return ReplenishmentOrder.model_validate(
+        {name: getattr(row, name) for name in ReplenishmentOrder.model_fields}
+    )

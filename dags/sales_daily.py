@@ -1,0 +1,107 @@
+"""
+# sales_daily: the guild's day in sales, per master sopaipillero
+
+Runs every day at **00:15 America/Santiago** and reports the day that just ended (the
+run's data interval starts at 00:15 of that day). Three steps:
+
+1. **drain_sales** takes every sale on the Kafka topic `sales`, up to where the topic stood
+   when the task started, into the PostgreSQL table `sales` (idempotent by sale id; Kafka
+   offsets are committed only after the database commit; undecodable records go to
+   `deadletter`).
+2. **compute_stats** works out, for every master (the approved member owning the cart's
+   plate, or `unregistered`), the sales, units sold, distinct clients, units per client and
+   frequent clients of the day, and stores them in `daily_master_stats`.
+3. **write_reports** writes `reports/daily/D.txt` (for people), `D.csv`, `D.json` and a
+   `D.png` chart. A re-run of a day rewrites the same bytes.
+
+**Backfill** a range of days from the UI (*Trigger* → *Backfill*, the dates of the days to
+report) or with `airflow backfill create --dag-id sales_daily --from-date 2026-11-01
+--to-date 2026-11-07T23:59` (runs are at 00:15, so give the last day a time). **Re-make
+one day** by clearing its run, or by triggering the DAG with the config
+`{"day": "2026-11-28"}`. Details: docs/SALES_DAILY.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from kafka_drain import KafkaDrainOperator
+
+from gremio.settings import get_settings
+
+SETTINGS = get_settings()
+TIMEZONE = SETTINGS.guild_timezone
+
+
+@dag(
+    dag_id="sales_daily",
+    schedule=CronDataIntervalTimetable("15 0 * * *", timezone=TIMEZONE),
+    start_date=datetime.combine(SETTINGS.sales_daily_start_date, time(0, 15), ZoneInfo(TIMEZONE)),
+    catchup=True,
+    max_active_runs=1,
+    default_args={
+        "owner": "gremio",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=15),
+    },
+    tags=["gremio", "sales", "reports"],
+    doc_md=__doc__,
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Day to report",
+            description="Leave empty for the run's own day (the day before it ran).",
+        )
+    },
+)
+def sales_daily():
+    drain = KafkaDrainOperator(
+        task_id="drain_sales",
+        topic="sales",
+        table="sales",
+        record="gremio.records.Sale",
+        group_id="airflow-sales-daily",
+        # Two drains of one group at once would each re-read the other's records.
+        max_active_tis_per_dag=1,
+    )
+
+    @task
+    def compute_stats(data_interval_start=None, params=None) -> str:
+        """Every master's numbers for the day, stored in daily_master_stats."""
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from gremio import sales_stats
+
+        day = sales_stats.report_day(data_interval_start, TIMEZONE, (params or {}).get("day"))
+        with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
+            rows, totals = sales_stats.compute_day(conn, day)
+            sales_stats.store_day(conn, day, rows, totals)
+        return day.isoformat()
+
+    @task
+    def write_reports(day: str) -> list[str]:
+        """The day's report files from what compute_stats stored, each written to a temporary name and renamed."""
+        from datetime import date
+
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from gremio import reports, sales_stats
+
+        when = date.fromisoformat(day)
+        with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
+            rows, totals = sales_stats.load_day(conn, when)
+        paths = reports.write_daily(when, rows, totals)
+        return [str(p) for p in paths]
+
+    stats = compute_stats()
+    drain >> stats
+    write_reports(stats)
+
+
+sales_daily()

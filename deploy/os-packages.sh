@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the OS packages gremio's tests and local stack use, where missing (Debian/Ubuntu).
+#   PostgreSQL server   the system of record (run as a private cluster, never the system one)
+#   Java 17 + Maven     the Kafka broker, whose jars Maven fetches from Maven Central
+#   Chromium            headless browser tests of the web pages
+#   wrk                 HTTP benchmarks
+set -euo pipefail
+need=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
+command -v chromium >/dev/null || need+=(chromium)
+command -v wrk >/dev/null || need+=(wrk)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+  echo "gremio: missing OS packages; install them with: sudo apt-get install -y ${need[*]}" >&2; exit 1
+fi
+echo "installing OS packages: ${need[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

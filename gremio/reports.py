@@ -1,0 +1,279 @@
+"""The daily sales report files (DESIGN §5): `reports/daily/D.txt`, `.csv`, `.json` and `.png`.
+
+Every file is rendered to bytes by a pure function of the day's rows, so a re-run of a day
+writes the same bytes, and written under a temporary name that is then renamed, so a
+reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from gremio.sales_stats import UNREGISTERED, DayTotals, MasterDay
+from gremio.settings import Settings, get_settings
+
+CSV_COLUMNS = (
+    "day",
+    "rut",
+    "name",
+    "plate",
+    "sales_count",
+    "units_sold",
+    "clients",
+    "avg_units_per_client",
+    "frequent_clients",
+)
+
+WEEKDAYS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
+MONTHS = (
+    "enero", "febrero", "marzo", "abril", "mayo", "junio",
+    "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
+)  # fmt: skip
+TOP_MASTERS = 3
+CHART_MAX_BARS = 40
+
+
+def write_atomic(path: Path, content: bytes) -> Path:
+    """Write `content` to a temporary file beside `path`, flush it to disk, rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def daily_dir(reports_dir: Path) -> Path:
+    return reports_dir / "daily"
+
+
+def write_daily(
+    day: date, rows: list[MasterDay], totals: DayTotals, settings: Settings | None = None, chart: bool = True
+) -> list[Path]:
+    """Write the day's report files under settings.reports_dir; returns their paths."""
+    settings = settings or get_settings()
+    tz = settings.guild_timezone
+    rule = (settings.frequent_client_min_purchases, settings.frequent_client_window_days)
+    renderers: dict[str, Callable[[], bytes]] = {
+        "csv": lambda: render_csv(rows),
+        "json": lambda: render_json(day, rows, totals, tz),
+        "txt": lambda: render_txt(day, rows, totals, tz, rule),
+    }
+    if chart:
+        renderers["png"] = lambda: render_png(day, rows)
+    folder = daily_dir(settings.reports_dir)
+    return [write_atomic(folder / f"{day.isoformat()}.{ext}", render()) for ext, render in renderers.items()]
+
+
+# --- CSV and JSON: for machines ----------------------------------------------------------------
+
+
+def render_csv(rows: list[MasterDay]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow(
+            [
+                r.day.isoformat(),
+                r.rut,
+                r.name,
+                r.plate,
+                r.sales_count,
+                r.units_sold,
+                r.clients,
+                f"{r.avg_units_per_client:.2f}",
+                r.frequent_clients_text,
+            ]
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def render_json(day: date, rows: list[MasterDay], totals: DayTotals, timezone: str) -> bytes:
+    doc = {
+        "day": day.isoformat(),
+        "timezone": timezone,
+        "masters": [
+            {
+                "day": r.day.isoformat(),
+                "rut": r.rut,
+                "name": r.name,
+                "plate": r.plate,
+                "sales_count": r.sales_count,
+                "units_sold": r.units_sold,
+                "clients": r.clients,
+                "avg_units_per_client": float(r.avg_units_per_client),
+                "frequent_clients": [
+                    {"client": c.client, "purchases": c.purchases, "units": c.units}
+                    for c in r.frequent_clients
+                ],
+            }
+            for r in rows
+        ],
+        "totals": {
+            "sales_count": totals.sales_count,
+            "units_sold": totals.units_sold,
+            "clients": totals.clients,
+            "avg_units_per_client": float(totals.avg_units_per_client),
+        },
+    }
+    return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+# --- TXT: for the guild's staff ----------------------------------------------------------------
+
+
+def spanish_date(day: date) -> str:
+    """`sábado 28 de noviembre de 2026`, without depending on the machine's locale."""
+    return f"{WEEKDAYS[day.weekday()]} {day.day} de {MONTHS[day.month - 1]} de {day.year}"
+
+
+def cl_int(n: int) -> str:
+    """Chilean thousands: 12.345."""
+    return f"{n:,}".replace(",", ".")
+
+
+def cl_dec(d: Decimal) -> str:
+    """Chilean decimals: 1.234,50."""
+    whole, _, cents = f"{d:,.2f}".partition(".")
+    return f"{whole.replace(',', '.')},{cents}"
+
+
+def _display_name(r: MasterDay) -> str:
+    return "Sin registro" if r.rut == UNREGISTERED else r.name
+
+
+def _display_plate(r: MasterDay) -> str:
+    if r.rut != UNREGISTERED:
+        return r.plate
+    count = len(r.plate.split(";")) if r.plate else 0
+    return f"{count} patente{'s' if count != 1 else ''}"
+
+
+def render_txt(
+    day: date,
+    rows: list[MasterDay],
+    totals: DayTotals,
+    timezone: str,
+    frequent_rule: tuple[int, int] = (2, 30),
+) -> bytes:
+    """The report people read; `frequent_rule` is (minimum purchases, window in days)."""
+    headers = (
+        "Maestro",
+        "RUT",
+        "Patente",
+        "Ventas",
+        "Unidades",
+        "Clientes",
+        "Prom/cliente",
+        "Clientes frecuentes",
+    )
+    right = (False, False, False, True, True, True, True, False)
+    table = [
+        (
+            _display_name(r),
+            "—" if r.rut == UNREGISTERED else r.rut,
+            _display_plate(r),
+            cl_int(r.sales_count),
+            cl_int(r.units_sold),
+            cl_int(r.clients),
+            cl_dec(r.avg_units_per_client),
+            ", ".join(f"{c.client} ({c.purchases})" for c in r.frequent_clients) or "—",
+        )
+        for r in rows
+    ]
+    masters = sum(1 for r in rows if r.registered)
+    selling = sum(1 for r in rows if r.registered and r.sales_count > 0)
+    unregistered = next((r for r in rows if not r.registered), None)
+    total = (
+        "TOTAL",
+        "",
+        "",
+        cl_int(totals.sales_count),
+        cl_int(totals.units_sold),
+        cl_int(totals.clients),
+        cl_dec(totals.avg_units_per_client),
+        "",
+    )
+    widths = [max(len(line[i]) for line in (headers, *table, total)) for i in range(len(headers))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)]
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("─" * w for w in widths)
+    out = [
+        "GREMIO DE SOPAIPILLEROS · Ventas del día",
+        f"{spanish_date(day).capitalize()} ({day.isoformat()}, hora de {timezone.rpartition('/')[2].replace('_', ' ')})",
+        "",
+        f"Maestros con ventas: {selling} de {masters} · Ventas: {cl_int(totals.sales_count)}"
+        f" · Unidades: {cl_int(totals.units_sold)} · Clientes: {cl_int(totals.clients)}",
+        "",
+    ]
+    top = [r for r in rows if r.registered and r.units_sold > 0][:TOP_MASTERS]
+    if top:
+        out.append("Los maestros del día")
+        for rank, r in enumerate(top, 1):
+            out.append(
+                f"  {rank}. {r.name} ({r.plate}): {cl_int(r.units_sold)} unidades, "
+                f"{cl_int(r.sales_count)} ventas, {cl_int(r.clients)} clientes"
+            )
+    else:
+        out.append("Ningún maestro registró ventas este día.")
+    out += ["", line(headers), rule, *(line(cells) for cells in table), rule, line(total), ""]
+    if unregistered is not None:
+        out.append(
+            f"Sin registro: ventas de patentes sin maestro aprobado ({unregistered.plate.replace(';', ', ')})."
+        )
+    out += [
+        "Unidades: sopaipillas vendidas. Prom/cliente: unidades por cliente, a 2 decimales.",
+        f"Clientes frecuentes: {frequent_rule[0]} o más compras al mismo maestro en los {frequent_rule[1]} días"
+        " que cierran con este; entre paréntesis, sus compras.",
+        "En el total, un cliente que compró a varios maestros cuenta una vez.",
+        "",
+    ]
+    return "\n".join(out).encode("utf-8")
+
+
+# --- PNG: units per master ----------------------------------------------------------------------
+
+
+def render_png(day: date, rows: list[MasterDay]) -> bytes:
+    """A bar chart of units per master; the same rows give the same bytes (no timestamps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    shown = rows[:CHART_MAX_BARS]
+    labels = [f"{_display_name(r)} ({_display_plate(r)})" for r in shown]
+    units = [r.units_sold for r in shown]
+    fig = Figure(figsize=(9, 1.5 + 0.35 * max(len(shown), 1)), dpi=100)
+    ax = fig.add_subplot()
+    bars = ax.barh(range(len(shown)), units, color=["#c8553d" if r.registered else "#8d99ae" for r in shown])
+    ax.set_yticks(range(len(shown)), labels)
+    ax.invert_yaxis()
+    ax.bar_label(bars, labels=[cl_int(u) for u in units], padding=3, fontsize=8)
+    ax.set_xlabel("Unidades vendidas")
+    more = f" (los {CHART_MAX_BARS} primeros de {len(rows)})" if len(rows) > len(shown) else ""
+    ax.set_title(f"Unidades por maestro · {spanish_date(day)}{more}")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", metadata={"Software": None})
+    return out.getvalue()

@@ -1,0 +1,201 @@
+"""Each master's day in numbers (DESIGN §5, daily sales), for the `sales_daily` DAG.
+
+The rules that are pure live here as functions (which day a run reports, the day's bounds
+in the guild's time zone, rounding, order, the frequent-clients text); the heavy lifting is
+one SQL query, `sql/queries/sales_daily_stats.sql`. Results go to `daily_master_stats`,
+from which `gremio.reports` writes the files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from gremio.db import query
+from gremio.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import psycopg
+
+UNREGISTERED = "unregistered"
+CENTS = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class FrequentClient:
+    client: str  # the compared form: trimmed and lower-cased
+    purchases: int
+    units: int
+
+
+@dataclass(frozen=True)
+class MasterDay:
+    """One row of the daily report."""
+
+    day: date
+    rut: str
+    name: str
+    plate: str
+    sales_count: int
+    units_sold: int
+    clients: int
+    frequent_clients: tuple[FrequentClient, ...] = ()
+
+    @property
+    def avg_units_per_client(self) -> Decimal:
+        return avg_units(self.units_sold, self.clients)
+
+    @property
+    def frequent_clients_text(self) -> str:
+        return format_frequent(self.frequent_clients)
+
+    @property
+    def registered(self) -> bool:
+        return self.rut != UNREGISTERED
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """The whole guild's day: a client who bought from two masters counts once."""
+
+    sales_count: int
+    units_sold: int
+    clients: int
+
+    @property
+    def avg_units_per_client(self) -> Decimal:
+        return avg_units(self.units_sold, self.clients)
+
+
+# --- pure rules -------------------------------------------------------------------------------
+
+
+def report_day(data_interval_start: datetime, timezone: str, override: str | None = None) -> date:
+    """The day a run reports: its data interval starts at 00:15 of that day in the guild's zone.
+
+    A run triggered with `{"day": "YYYY-MM-DD"}` reports that day instead.
+    """
+    if override:
+        return date.fromisoformat(override)
+    return data_interval_start.astimezone(ZoneInfo(timezone)).date()
+
+
+def day_start(day: date, timezone: str) -> datetime:
+    """The first instant of `day` in the guild's zone.
+
+    When the clocks jump at midnight (Chile's September change), 00:00 does not exist and
+    the day starts at the jump: zoneinfo reads a missing time with the offset in force
+    before it, which lands exactly there.
+    """
+    return datetime.combine(day, time(0), ZoneInfo(timezone))
+
+
+def day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
+    """[start, end) of the guild's day: 23, 24 or 25 hours long."""
+    return day_start(day, timezone), day_start(day + timedelta(days=1), timezone)
+
+
+def window_start(day: date, days: int, timezone: str) -> datetime:
+    """The start of the `days`-day window that ends with `day` (inclusive)."""
+    return day_start(day - timedelta(days=days - 1), timezone)
+
+
+def avg_units(units: int, clients: int) -> Decimal:
+    """units / clients to 2 decimals, halves rounded up; 0.00 for a day without clients."""
+    if clients == 0:
+        return Decimal("0.00")
+    return (Decimal(units) / Decimal(clients)).quantize(CENTS, rounding=ROUND_HALF_UP)
+
+
+def format_frequent(clients: tuple[FrequentClient, ...] | list[FrequentClient]) -> str:
+    """`client:purchases` joined by `;` (DESIGN §5)."""
+    return ";".join(f"{c.client}:{c.purchases}" for c in clients)
+
+
+def report_order(rows: list[MasterDay]) -> list[MasterDay]:
+    """Units sold, most first, then plate (code-point order, as the CSV is compared)."""
+    return sorted(rows, key=lambda r: (-r.units_sold, r.plate, r.rut))
+
+
+# --- the database -----------------------------------------------------------------------------
+
+
+def compute_day(
+    conn: psycopg.Connection, day: date, settings: Settings | None = None
+) -> tuple[list[MasterDay], DayTotals]:
+    """Every master's numbers for `day` in report order, and the day's totals, in one read of the sales."""
+    settings = settings or get_settings()
+    tz = settings.guild_timezone
+    start, end = day_bounds(day, tz)
+    params = {
+        "day_start": start,
+        "day_end": end,
+        "window_start": window_start(day, settings.frequent_client_window_days, tz),
+        "min_purchases": settings.frequent_client_min_purchases,
+        "max_frequent": settings.frequent_clients_max,
+    }
+    result = conn.execute(query("sales_daily_stats"), params).fetchall()
+    rows = [MasterDay(day, *r[:6], _frequent(r[6])) for r in result]
+    totals = DayTotals(*result[0][7:10]) if result else DayTotals(0, 0, 0)
+    return report_order(rows), totals
+
+
+def store_day(conn: psycopg.Connection, day: date, rows: list[MasterDay], totals: DayTotals) -> None:
+    """Replace the day in daily_master_stats and daily_sales_totals, in one transaction."""
+    with conn.transaction():
+        conn.execute(
+            "delete from daily_master_stats where day = %s and not (rut = any(%s))",
+            (day, [r.rut for r in rows]),
+        )
+        with conn.cursor() as cur:
+            cur.executemany(query("sales_daily_upsert"), [_stored(r) for r in rows])
+        conn.execute(
+            query("sales_daily_totals_upsert"),
+            {
+                "day": day,
+                "sales_count": totals.sales_count,
+                "units_sold": totals.units_sold,
+                "clients": totals.clients,
+            },
+        )
+
+
+def load_day(conn: psycopg.Connection, day: date) -> tuple[list[MasterDay], DayTotals]:
+    """The stored day, in report order, and its totals (zeros if the day was never computed)."""
+    rows = conn.execute(query("sales_daily_load"), {"day": day}).fetchall()
+    stored = conn.execute(
+        "select sales_count, units_sold, clients from daily_sales_totals where day = %s", (day,)
+    ).fetchone()
+    masters = [
+        MasterDay(d, rut, name, plate, sales, units, clients, _frequent(detail))
+        for d, rut, name, plate, sales, units, clients, _avg, detail in rows
+    ]
+    return report_order(masters), DayTotals(*stored) if stored else DayTotals(0, 0, 0)
+
+
+def _frequent(value: Any) -> tuple[FrequentClient, ...]:
+    items = json.loads(value) if isinstance(value, str) else value or []
+    return tuple(FrequentClient(i["client"], int(i["purchases"]), int(i["units"])) for i in items)
+
+
+def _stored(row: MasterDay) -> dict[str, Any]:
+    from psycopg.types.json import Jsonb
+
+    return {
+        "day": row.day,
+        "rut": row.rut,
+        "name": row.name,
+        "plate": row.plate,
+        "sales_count": row.sales_count,
+        "units_sold": row.units_sold,
+        "clients": row.clients,
+        "avg_units_per_client": row.avg_units_per_client,
+        "frequent_clients": row.frequent_clients_text,
+        "frequent_clients_detail": Jsonb(
+            [{"client": c.client, "purchases": c.purchases, "units": c.units} for c in row.frequent_clients]
+        ),
+    }

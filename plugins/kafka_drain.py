@@ -1,0 +1,524 @@
+"""KafkaDrainOperator: drain a Kafka topic into a PostgreSQL table, exactly up to where it stood.
+
+The contract (docs/SALES_DAILY.md, "The drain operator"):
+
+* At task start it captures the high watermark of every selected partition and reads each
+  one from the consumer group's committed offset (or the partition's beginning) up to that
+  mark, and no further: records produced later wait for the next run. It knows how many
+  records to expect, so it never sits out an idle poll timeout.
+* Every record is decoded with a pydantic model (`gremio.runner.decode`, the consumers'
+  rules). Poison goes to `deadletter` with the standard headers.
+* Rows are loaded per chunk in one transaction: COPY into a temporary staging table, then
+  `INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING` into the target. Only after that
+  commit (and after the broker acknowledged the chunk's dead letters) are the chunk's
+  offsets committed. A failure anywhere re-reads from the last committed offset, and the
+  conflict clause makes the re-read harmless: nothing lost, nothing doubled.
+
+Kafka is reached through the providers' KafkaConsumerHook/KafkaProducerHook (connection
+`kafka_default`), PostgreSQL through PostgresHook (`gremio_db`). The postgres provider
+hands out a psycopg 3 connection whenever psycopg 3 and SQLAlchemy 2 are installed (our
+pins); the operator relies on psycopg 3's COPY and refuses a psycopg2 connection clearly.
+
+This module is imported when DAG files are parsed, so it imports nothing heavy at the top.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    import psycopg
+    from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+    from gremio.records import Record
+
+# What a `message_columns` entry can take from the Kafka message itself.
+MESSAGE_FIELDS = ("topic", "partition", "offset", "timestamp", "key")
+
+CONSUMER_OVERRIDES = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    # The end of a partition is reported, so a mark that sits on a control record (a
+    # transaction marker, never delivered) still counts as reached.
+    "enable.partition.eof": True,
+    "fetch.max.bytes": 32 * 1024 * 1024,
+}
+
+
+class KafkaDrainOperator(BaseOperator):
+    """Drain `topic` (optionally only some `partitions`) into `table`, idempotently by `conflict_column`.
+
+    :param topic: the Kafka topic to drain.
+    :param table: the target table; it must have a unique constraint on `conflict_column`.
+    :param record: the pydantic record model, as a class or a dotted path
+        (``"gremio.records.Sale"``). Only messages whose ``type`` header names it are accepted.
+    :param group_id: the consumer group whose committed offsets say where the drain resumes.
+        Give each drain its own group; no subscribing consumer may share it.
+    :param columns: target columns and the record fields that fill them: a mapping
+        ``{column: field}``, a list of names used for both, or None for every model field.
+    :param message_columns: extra target columns filled from the Kafka message:
+        ``{column: "partition" | "offset" | "topic" | "timestamp" | "key"}``.
+    :param partitions: drain only these partitions (default: all of them).
+    :param rows_per_transaction: records per COPY-and-insert transaction and offset commit.
+    :param stall_timeout: seconds without any record, while records below the captured marks
+        remain unread, before the task fails (the broker is unreachable or the data is gone).
+    """
+
+    template_fields: Sequence[str] = ("topic", "table", "group_id")
+    ui_color = "#f4d7a1"
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        table: str,
+        record: str | type[Record],
+        group_id: str,
+        columns: Mapping[str, str] | Sequence[str] | None = None,
+        message_columns: Mapping[str, str] | None = None,
+        partitions: Sequence[int] | None = None,
+        conflict_column: str = "id",
+        kafka_config_id: str = "kafka_default",
+        postgres_conn_id: str = "gremio_db",
+        deadletter_topic: str = "deadletter",
+        rows_per_transaction: int = 50_000,
+        stall_timeout: float = 120.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        bad = {source for source in (message_columns or {}).values() if source not in MESSAGE_FIELDS}
+        if bad:
+            raise ValueError(f"message_columns sources {sorted(bad)} are not among {MESSAGE_FIELDS}")
+        if rows_per_transaction < 1:
+            raise ValueError("rows_per_transaction must be at least 1")
+        self.topic = topic
+        self.table = table
+        self.record = record
+        self.group_id = group_id
+        self.columns = columns
+        self.message_columns = dict(message_columns or {})
+        self.partitions = list(partitions) if partitions is not None else None
+        self.conflict_column = conflict_column
+        self.kafka_config_id = kafka_config_id
+        self.postgres_conn_id = postgres_conn_id
+        self.deadletter_topic = deadletter_topic
+        self.rows_per_transaction = rows_per_transaction
+        self.stall_timeout = stall_timeout
+
+    # --- what goes where ----------------------------------------------------------------
+
+    def record_model(self) -> type[Record]:
+        if isinstance(self.record, str):
+            module, _, name = self.record.rpartition(".")
+            return getattr(importlib.import_module(module), name)
+        return self.record
+
+    def column_map(self, model: type[Record]) -> dict[str, str]:
+        """Target column → record field."""
+        if self.columns is None:
+            mapping = {name: name for name in model.model_fields}
+        elif isinstance(self.columns, Mapping):
+            mapping = dict(self.columns)
+        else:
+            mapping = {name: name for name in self.columns}
+        unknown = sorted(set(mapping.values()) - set(model.model_fields))
+        if unknown:
+            raise ValueError(f"{model.__name__} has no fields {unknown}")
+        clash = sorted(set(mapping) & set(self.message_columns))
+        if clash:
+            raise ValueError(f"columns {clash} are filled both from the record and from the message")
+        return mapping
+
+    # --- the drain ----------------------------------------------------------------------------
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        model = self.record_model()
+        fields = self.column_map(model)
+        drain = _Drain(self, model, fields)
+        try:
+            return drain.run()
+        finally:
+            drain.close()
+
+
+class _Drain:
+    """One execution of the operator: its consumer, connections and bookkeeping."""
+
+    def __init__(self, op: KafkaDrainOperator, model: type[Record], fields: dict[str, str]) -> None:
+        self.op = op
+        self.log = op.log
+        self.model = model
+        self.accepts = {model.__name__: model}
+        self.type_header = model.__name__.encode()
+        self.validate_json = model.__pydantic_validator__.validate_json
+        self.columns = [*fields, *op.message_columns]
+        self.record_values = attrgetter(*fields.values()) if len(fields) > 1 else _one(fields)
+        self.message_sources = list(op.message_columns.values())
+        self.consumer: Consumer = _consumer(op.kafka_config_id, op.group_id)
+        self.producer: Producer | None = None
+        self.conns: list[psycopg.Connection] = []
+        self.types: list[int] = []
+        self.stats = {"read": 0, "inserted": 0, "deadlettered": 0, "transactions": 0}
+        self.seconds = {"reading": 0.0, "fetching": 0.0, "inserting": 0.0}
+
+    def close(self) -> None:
+        self.consumer.close()
+        if self.producer is not None:
+            self.producer.flush(10)
+        for conn in self.conns:
+            conn.close()
+
+    def run(self) -> dict[str, Any]:
+        from confluent_kafka import TopicPartition
+
+        plan = self.plan()
+        summary = {
+            "topic": self.op.topic,
+            "group_id": self.op.group_id,
+            "partitions": {str(p): {"from": s, "to": h} for p, (s, h) in plan.items()},
+        }
+        todo = {p: h for p, (s, h) in plan.items() if s < h}
+        self.log.info(
+            "draining %s into %s: %d records below the marks captured at start (%s)",
+            self.op.topic,
+            self.op.table,
+            sum(h - s for s, h in plan.values()),
+            ", ".join(f"p{p} {s}→{h}" for p, (s, h) in sorted(plan.items())) or "no partitions",
+        )
+        if not todo:
+            return {**summary, **self.stats}
+        self.conns = [self.connect(), self.connect()]
+        self.consumer.assign([TopicPartition(self.op.topic, p, plan[p][0]) for p in todo])
+        started = time.monotonic()
+        # Two connections take turns: while one inserts a chunk from its staging table and
+        # commits (in a thread that only waits on PostgreSQL), the next chunk is read,
+        # decoded and streamed into the other's staging table. A chunk's dead letters and
+        # offsets follow its commit, in order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-insert") as inserter:
+            inserting: tuple[Future, list, dict] | None = None
+            turn = 0
+            while todo:
+                conn = self.conns[turn % 2]
+                turn += 1
+                began = time.monotonic()
+                poison, offsets = self.stage(conn, todo)
+                self.seconds["reading"] += time.monotonic() - began
+                if inserting is not None:
+                    self.settle(*inserting, started)
+                inserting = (inserter.submit(self.insert, conn), poison, offsets)
+            if inserting is not None:
+                self.settle(*inserting, started)
+        self.log.info(
+            "drained in %.1f s: reading, decoding and staging %.1f s (of which waiting for Kafka %.1f s),"
+            " inserting %.1f s, the two overlapping",
+            time.monotonic() - started,
+            self.seconds["reading"],
+            self.seconds["fetching"],
+            self.seconds["inserting"],
+        )
+        return {**summary, **self.stats}
+
+    def settle(
+        self, inserted: Future, poison: list[tuple[Message, str]], offsets: dict[int, int], started: float
+    ) -> None:
+        """Once a chunk is committed in PostgreSQL: its dead letters, then its offsets."""
+        from confluent_kafka import TopicPartition
+
+        inserted.result()
+        self.deadletter(poison)
+        self.consumer.commit(
+            offsets=[TopicPartition(self.op.topic, p, o) for p, o in offsets.items()], asynchronous=False
+        )
+        elapsed = max(time.monotonic() - started, 1e-9)
+        self.log.info(
+            "committed offsets %s; %d read, %d new rows, %d dead-lettered (%.0f records/s)",
+            ", ".join(f"p{p}@{o}" for p, o in sorted(offsets.items())),
+            self.stats["read"],
+            self.stats["inserted"],
+            self.stats["deadlettered"],
+            self.stats["read"] / elapsed,
+        )
+
+    def plan(self) -> dict[int, tuple[int, int]]:
+        """partition → (first offset to read, high watermark captured now)."""
+        from confluent_kafka import TopicPartition
+
+        meta = self.consumer.list_topics(self.op.topic, timeout=30).topics.get(self.op.topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise RuntimeError(f"topic {self.op.topic!r} is not available: {meta and meta.error}")
+        existing = sorted(meta.partitions)
+        wanted = existing if self.op.partitions is None else sorted(self.op.partitions)
+        missing = sorted(set(wanted) - set(existing))
+        if missing:
+            raise ValueError(f"{self.op.topic} has no partitions {missing} (it has {existing})")
+        committed = {tp.partition: tp.offset for tp in self.committed(wanted)}
+        plan = {}
+        for p in wanted:
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.op.topic, p), timeout=30, cached=False
+            )
+            start = committed.get(p, -1)
+            if 0 <= start < low:
+                self.log.warning(
+                    "%s[%d]: offsets %d..%d expired before they were drained", self.op.topic, p, start, low
+                )
+            plan[p] = (max(start, low), high)
+        return plan
+
+    def committed(self, partitions: list[int], timeout: float = 60.0) -> list[TopicPartition]:
+        """The group's committed offsets, waiting out a coordinator that is moving or loading."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        passing = {
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+            KafkaError.REQUEST_TIMED_OUT,
+            KafkaError._TIMED_OUT,
+            KafkaError._TRANSPORT,
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.consumer.committed(
+                    [TopicPartition(self.op.topic, p) for p in partitions], timeout=30
+                )
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (err.retriable() or err.code() in passing) or time.monotonic() > deadline:
+                    raise
+                self.log.info("offsets of group %s not available yet (%s); retrying", self.op.group_id, exc)
+                time.sleep(0.5)
+
+    # --- a chunk ------------------------------------------------------------------------------
+
+    def stage(
+        self, conn: psycopg.Connection, todo: dict[int, int]
+    ) -> tuple[list[tuple[Message, str]], dict[int, int]]:
+        """Open a transaction and stream the next chunk into a fresh staging table (binary COPY)."""
+        from psycopg import sql
+
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("create temp table drain_stage (like {} including defaults) on commit drop").format(
+                    self._table()
+                )
+            )
+            # Binary COPY: the column types come from the table, and psycopg's C dumpers
+            # are several times faster than rendering text.
+            with cur.copy(sql.SQL("copy drain_stage ({}) from stdin (format binary)").format(cols)) as copy:
+                copy.set_types(self.types)
+                return self.read_chunk(todo, copy.write_row)
+
+    def insert(self, conn: psycopg.Connection) -> None:
+        """Insert what is new from the staging table, and commit: the chunk's one transaction."""
+        from psycopg import sql
+
+        began = time.monotonic()
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL(
+                        "insert into {} ({}) select {} from drain_stage on conflict ({}) do nothing"
+                    ).format(self._table(), cols, cols, sql.Identifier(self.op.conflict_column))
+                )
+                inserted = cur.rowcount
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        self.stats["inserted"] += inserted
+        self.stats["transactions"] += 1
+        self.seconds["inserting"] += time.monotonic() - began
+
+    def read_chunk(
+        self, todo: dict[int, int], emit: Callable[[tuple[Any, ...]], None]
+    ) -> tuple[list[tuple[Message, str]], dict[int, int]]:
+        """Emit up to rows_per_transaction decoded records below the marks; finished partitions leave `todo`."""
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        from gremio.runner import Poison
+
+        poison: list[tuple[Message, str]] = []
+        offsets: dict[int, int] = {}
+        room = self.op.rows_per_transaction
+        decode, row = self.decode, self.row
+        last_seen = time.monotonic()
+        while todo and room > 0:
+            began = time.monotonic()
+            msgs = self.consumer.consume(num_messages=min(room, 10_000), timeout=1.0)
+            self.seconds["fetching"] += time.monotonic() - began
+            if msgs:
+                last_seen = time.monotonic()
+            elif time.monotonic() - last_seen > self.op.stall_timeout:
+                raise RuntimeError(
+                    f"no records from {self.op.topic} partitions {sorted(todo)} for "
+                    f"{self.op.stall_timeout:.0f} s although the marks say there are more"
+                )
+            read = 0
+            for msg in msgs:
+                p, offset = msg.partition(), msg.offset()
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(err)
+                    if p in todo and offset >= todo[p]:
+                        offsets[p] = todo.pop(p)
+                        self.consumer.pause([TopicPartition(self.op.topic, p)])
+                    continue
+                mark = todo.get(p)
+                if mark is None or offset >= mark:
+                    continue  # arrived after the task started: the next run takes it
+                offsets[p] = offset + 1
+                read += 1
+                try:
+                    emit(row(decode(msg), msg))
+                except Poison as exc:
+                    poison.append((msg, str(exc)))
+                if offset + 1 >= mark:
+                    del todo[p]
+                    self.consumer.pause([TopicPartition(self.op.topic, p)])
+            self.stats["read"] += read
+            room -= read
+        return poison, offsets
+
+    def decode(self, msg: Message) -> Record:
+        """The record, or Poison: gremio.runner.decode, with a fast path for the usual case.
+
+        Most records carry the right `type` header and validate; for those the model's
+        validator is called directly. Anything else goes through runner.decode, which
+        raises Poison with the consumers' standard reason.
+        """
+        from gremio.runner import decode
+
+        value = msg.value()
+        for key, type_name in msg.headers() or ():
+            if key == "type":
+                if type_name == self.type_header and value is not None:
+                    try:
+                        return self.validate_json(value)
+                    except ValueError:
+                        break
+                break
+        return decode(msg, self.accepts)
+
+    def row(self, record: Record, msg: Message) -> tuple[Any, ...]:
+        values = self.record_values(record)
+        if not self.message_sources:
+            return values
+        return (*values, *(_message_value(msg, source) for source in self.message_sources))
+
+    # --- effects ---------------------------------------------------------------------------------
+
+    def _table(self):
+        from psycopg import sql
+
+        return sql.Identifier(*self.op.table.split("."))
+
+    def connect(self) -> psycopg.Connection:
+        import psycopg
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        conn = PostgresHook(postgres_conn_id=self.op.postgres_conn_id).get_conn()
+        if not isinstance(conn, psycopg.Connection):
+            conn.close()
+            raise RuntimeError(
+                "the drain needs psycopg 3 (its COPY); the postgres provider gave "
+                f"{type(conn).__module__}: install psycopg>=3 and SQLAlchemy>=2"
+            )
+        conn.autocommit = False
+        conn.execute("select set_config('application_name', %s, false)", (f"drain {self.op.topic}",))
+        # Room for a whole chunk's staging table in memory (before the session's first temp table).
+        conn.execute("set temp_buffers = '128MB'")
+        types = dict(
+            conn.execute(
+                "select attname, atttypid::int from pg_attribute"
+                " where attrelid = %s::regclass and attnum > 0 and not attisdropped",
+                (self.op.table,),
+            ).fetchall()
+        )
+        conn.commit()
+        missing = [c for c in self.columns if c not in types]
+        if missing:
+            raise ValueError(f"table {self.op.table} has no columns {missing}")
+        self.types = [types[c] for c in self.columns]
+        return conn
+
+    def deadletter(self, poison: list[tuple[Message, str]]) -> None:
+        """Send poison to the dead-letter topic and wait for the broker's acknowledgement."""
+        if not poison:
+            return
+        from gremio import kafka as gk
+
+        if self.producer is None:
+            self.producer = _producer(self.op.kafka_config_id)
+        gk.produce_all(
+            self.producer,
+            [
+                (
+                    self.op.deadletter_topic,
+                    msg.key(),
+                    msg.value() or b"",
+                    gk.deadletter_headers(msg, why),
+                    None,
+                )
+                for msg, why in poison
+            ],
+        )
+        for msg, why in poison:
+            self.log.warning(
+                "dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), why[:300]
+            )
+        self.stats["deadlettered"] += len(poison)
+
+
+def _one(fields: dict[str, str]):
+    (name,) = fields.values()
+    getter = attrgetter(name)
+    return lambda record: (getter(record),)
+
+
+def _message_value(msg: Message, source: str) -> Any:
+    if source == "timestamp":
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(msg.timestamp()[1] / 1000, UTC)
+    if source == "key":
+        key = msg.key()
+        return key.decode("utf-8", "replace") if key is not None else None
+    return getattr(msg, source)()
+
+
+def _consumer(kafka_config_id: str, group_id: str) -> Consumer:
+    """A consumer from the connection, with the group and offset handling the drain needs."""
+    from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
+
+    class DrainConsumerHook(KafkaConsumerHook):
+        def _get_client(self, config: dict[str, Any]) -> Consumer:
+            return super()._get_client({**config, **CONSUMER_OVERRIDES, "group.id": group_id})
+
+    return DrainConsumerHook(topics=[], kafka_config_id=kafka_config_id).get_conn
+
+
+def _producer(kafka_config_id: str) -> Producer:
+    """An idempotent acks=all producer from the connection, for dead letters."""
+    from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
+
+    from gremio.kafka import PRODUCER_DEFAULTS
+
+    class DeadletterProducerHook(KafkaProducerHook):
+        def _get_client(self, config: dict[str, Any]) -> Producer:
+            config = {k: v for k, v in config.items() if k != "group.id"}  # a consumer setting
+            return super()._get_client({**config, **PRODUCER_DEFAULTS})
+
+    return DeadletterProducerHook(kafka_config_id=kafka_config_id).get_conn

@@ -1,0 +1,100 @@
+"""`gremio up | status | down` for real, on free ports in a private folder.
+
+This is what `make up` does on a newcomer's machine, minus the downloads: Kafka, PostgreSQL,
+Airflow's four components, the API and both consumers under supervisord.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from gremio.settings import REPO_ROOT, env_names
+from gremio.stack.system import free_port
+
+GREMIO = [sys.executable, "-m", "gremio.cli"]
+PORTS = (
+    "KAFKA_PORT",
+    "KAFKA_CONTROLLER_PORT",
+    "POSTGRES_PORT",
+    "AIRFLOW_PORT",
+    "API_PORT",
+    "LIVE_PORT",
+    "STOCK_METRICS_PORT",
+)
+
+
+@pytest.fixture
+def local_env():
+    """An environment for a private local stack: its own folder, its own free ports."""
+    root = Path(tempfile.mkdtemp(prefix="gremio-up-"))
+    root.chmod(0o755)  # the postgres OS user must reach its data folder below
+    libs = root / "local" / "kafka" / "libs"
+    libs.parent.mkdir(parents=True)
+    libs.symlink_to(REPO_ROOT / ".local" / "kafka" / "libs")  # the jar cache
+    env = {k: v for k, v in os.environ.items() if k not in env_names() and not k.startswith("AIRFLOW")}
+    env.update({name: str(free_port()) for name in PORTS})
+    env.update(LOCAL_DIR=str(root / "local"), REPORTS_DIR=str(root / "reports"), SIMULATE="0")
+    yield env
+    subprocess.run([*GREMIO, "down"], env=env, capture_output=True, timeout=300)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _gremio(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*GREMIO, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _our_processes(env: dict[str, str]) -> list[str]:
+    marker = env["LOCAL_DIR"]
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (proc / "stat").read_text().split()[2]
+            except OSError:
+                continue
+            if marker in cmd and state != "Z":
+                found.append(cmd)
+    return found
+
+
+def test_a_taken_port_is_named_with_its_setting_and_nothing_starts(local_env):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", int(local_env["POSTGRES_PORT"])))
+        busy.listen()
+        result = _gremio(local_env, "up", timeout=120)
+    assert result.returncode != 0
+    assert f"port {local_env['POSTGRES_PORT']} is already in use" in result.stderr
+    assert "POSTGRES_PORT" in result.stderr
+    assert not (Path(local_env["LOCAL_DIR"]) / "supervisor").exists()
+    assert _our_processes(local_env) == []
+
+
+def test_up_twice_status_and_down_leave_nothing_behind(local_env):
+    first = _gremio(local_env, "up")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for part in ("kafka", "postgres", "airflow", "api", "stock", "locations"):
+        assert part in first.stdout
+    assert "unhealthy" not in first.stdout
+    assert "login admin /" in first.stdout
+
+    second = _gremio(local_env, "up")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "already up" in second.stdout
+
+    status = _gremio(local_env, "status")
+    assert status.returncode == 0, status.stdout
+    assert _our_processes(local_env), "the stack runs detached from the command that started it"
+
+    down = _gremio(local_env, "down", timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert "leftover" not in down.stdout, down.stdout
+    assert _our_processes(local_env) == []

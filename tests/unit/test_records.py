@@ -1,0 +1,393 @@
+"""The validation rules of DESIGN §4 and the record schemas of §3."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from gremio import records as r
+
+NOW = datetime.now(UTC)
+
+
+def errors(model, body, **context) -> dict[str, str]:
+    """{field: error type} of a body that must fail, validated as JSON (as the API does)."""
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate_json(json.dumps(body), context=context or None)
+    return {".".join(map(str, e["loc"])): e["type"] for e in caught.value.errors()}
+
+
+def sale(**fields) -> dict:
+    return {
+        "plate": "BBCL12", "client": "ana", "quantity": 2, "stock_remaining": 50,
+        "location": {"lat": -33.44, "lon": -70.65}, **fields,
+    }  # fmt: skip
+
+
+def position(**fields) -> dict:
+    return {"plate": "BBCL12", "lat": -33.44, "lon": -70.65, **fields}
+
+
+def member(**fields) -> dict:
+    return {
+        "first_name": "Ana", "last_name": "Pérez", "rut": "12.345.678-5", "email": "ana@example.cl",
+        "plate": "AB1234", **fields,
+    }  # fmt: skip
+
+
+# --- plates -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "normalized"),
+    [
+        ("BBCL12", "BBCL12"),
+        ("bbcl12", "BBCL12"),
+        ("BB-CL-12", "BBCL12"),
+        ("bb cl 12", "BBCL12"),
+        ("BB·CL·12", "BBCL12"),
+        ("BB.CL.12", "BBCL12"),
+        ("ZZYX99", "ZZYX99"),
+        ("AB1234", "AB1234"),
+        ("ab-12-34", "AB1234"),
+        ("AE 1234", "AE1234"),  # old plates may have vowels
+    ],
+)
+def test_plates_are_normalized(written, normalized):
+    assert r.normalize_plate(written) == normalized
+
+
+@pytest.mark.parametrize(
+    "plate",
+    [
+        "",
+        "ABC123",
+        "AB123",
+        "AB12345",
+        "BACL12",
+        "BBCA12",
+        "BBQL12",
+        "BBMN12",
+        "1234AB",
+        "BBCL1",
+        "BBCL123",
+        "ÑBCL12",
+    ],
+)
+def test_bad_plates_are_refused(plate):
+    with pytest.raises(ValueError, match="not a Chilean plate"):
+        r.normalize_plate(plate)
+
+
+def test_a_plate_must_be_a_string():
+    with pytest.raises(ValueError, match="must be a string"):
+        r.normalize_plate(123456)
+
+
+# --- RUTs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "normalized"),
+    [
+        ("12.345.678-5", "12345678-5"),
+        ("12345678-5", "12345678-5"),
+        ("123456785", "12345678-5"),
+        (" 7.654.321-6 ", "7654321-6"),
+        ("10.000.013-K", "10000013-K"),
+        ("10000013-k", "10000013-K"),
+        ("30.686.957-4", "30686957-4"),
+        # Bodies under 1,000,000 are valid RUTs, though python-stdnum refuses them by length.
+        ("999.999-K", "999999-K"),
+        ("123-6", "123-6"),
+        ("1.2-4", "12-4"),
+        ("1-9", "1-9"),
+        ("6-K", "6-K"),
+        ("00000001-9", "1-9"),
+    ],
+)
+def test_ruts_are_normalized(written, normalized):
+    assert r.normalize_rut(written) == normalized
+
+
+@pytest.mark.parametrize("rut", ["12.345.678-0", "12345678-K", "999.999-3", "1-8", "6-0", "30686957-5"])
+def test_a_wrong_check_digit_is_refused(rut):
+    with pytest.raises(ValueError, match="wrong check digit"):
+        r.normalize_rut(rut)
+
+
+@pytest.mark.parametrize(
+    "rut", ["", "-", "0-0", "K", "12.345.678-X", "abc-1", "1234567890-1", "12,345,678-5"]
+)
+def test_malformed_ruts_are_refused(rut):
+    with pytest.raises(ValueError, match="not a RUT"):
+        r.normalize_rut(rut)
+
+
+def test_a_rut_must_be_a_string():
+    with pytest.raises(ValueError, match="must be a string"):
+        r.normalize_rut(12345678)
+
+
+# --- email, names, clients -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "normalized"),
+    [
+        ("ana@example.cl", "ana@example.cl"),
+        ("Ana.Perez@EXAMPLE.CL", "Ana.Perez@example.cl"),
+        ("josé@ñandú.cl", "josé@ñandú.cl"),
+    ],
+)
+def test_emails_are_normalized(written, normalized):
+    assert r.normalize_email(written) == normalized
+
+
+@pytest.mark.parametrize(
+    "email", ["", "ana", "ana@", "@example.cl", "ana@@example.cl", "ana at example.cl", "a b@c.cl"]
+)
+def test_malformed_emails_are_refused(email):
+    with pytest.raises(ValueError, match=r"@-sign|invalid characters"):
+        r.normalize_email(email)
+
+
+def test_names_are_trimmed_and_between_1_and_80_characters():
+    assert r.normalize_name("  María   José \t") == "María José"
+    assert r.normalize_name("x" * 80) == "x" * 80
+    for bad in ("", "   ", "x" * 81, 7):
+        with pytest.raises(ValueError, match="must be"):
+            r.normalize_name(bad)
+
+
+def test_clients_are_kept_as_written_and_compared_trimmed_and_lower_cased():
+    assert r.normalize_client(" Don Pepe ") == " Don Pepe "
+    assert r.client_key(" Don Pepe ") == r.client_key("don pepe") == "don pepe"
+    for bad in ("", "  ", "x" * 81, None):
+        with pytest.raises(ValueError, match="must be"):
+            r.normalize_client(bad)
+
+
+# --- numbers and positions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quantity", [1, 2, 1000])
+def test_quantities_from_1_to_1000(quantity):
+    assert r.SaleIn.model_validate_json(json.dumps(sale(quantity=quantity))).quantity == quantity
+
+
+@pytest.mark.parametrize("quantity", [0, -1, 1001, 2.5, 2.0, "2", True, None])
+def test_other_quantities_are_refused(quantity):
+    assert "quantity" in errors(r.SaleIn, sale(quantity=quantity))
+
+
+@pytest.mark.parametrize("stock", [0, 19, 10000])
+def test_stock_from_0_to_10000(stock):
+    assert r.SaleIn.model_validate_json(json.dumps(sale(stock_remaining=stock))).stock_remaining == stock
+
+
+@pytest.mark.parametrize("stock", [-1, 10001, 5.5, "5"])
+def test_other_stock_is_refused(stock):
+    assert "stock_remaining" in errors(r.SaleIn, sale(stock_remaining=stock))
+
+
+@pytest.mark.parametrize(("lat", "lon"), [(90, 180), (-90, -180), (0, 1), (1, 0), (0.0, -70.6), (-33, -70)])
+def test_positions_on_earth_are_accepted(lat, lon):
+    found = r.CartPositionIn.model_validate_json(json.dumps(position(lat=lat, lon=lon)))
+    assert (found.lat, found.lon) == (lat, lon)
+
+
+@pytest.mark.parametrize(
+    ("lat", "lon", "field"),
+    [(91, -70, "lat"), (-90.0001, -70, "lat"), (-33, 180.5, "lon"), (-33, -181, "lon"), (True, -70, "lat"),
+     ("-33.4", -70, "lat"), (None, -70, "lat")],
+)  # fmt: skip
+def test_positions_off_the_earth_are_refused(lat, lon, field):
+    assert field in errors(r.CartPositionIn, position(lat=lat, lon=lon))
+
+
+def test_nan_and_infinity_are_refused():
+    for raw in (
+        b'{"plate": "BBCL12", "lat": NaN, "lon": -70}',
+        b'{"plate": "BBCL12", "lat": 1e999, "lon": -70}',
+    ):
+        with pytest.raises(ValidationError) as caught:
+            r.CartPositionIn.model_validate_json(raw)
+        assert caught.value.errors()[0]["loc"] == ("lat",)
+    with pytest.raises(ValidationError):
+        r.CartPositionIn.model_validate({"plate": "BBCL12", "lat": math.nan, "lon": -70})
+
+
+def test_null_island_is_refused_naming_a_field_in_every_model():
+    assert errors(r.CartPositionIn, position(lat=0, lon=0)) == {"lon": "value_error"}
+    assert errors(r.FugitiveReportIn, {"lat": 0.0, "lon": 0.0}) == {"lon": "value_error"}
+    assert errors(r.SaleIn, sale(location={"lat": 0, "lon": 0})) == {"location.lon": "value_error"}
+
+
+# --- times ------------------------------------------------------------------------------------------
+
+
+def test_times_up_to_5_minutes_ahead_are_accepted():
+    for ahead in (timedelta(0), timedelta(minutes=4), -timedelta(days=3)):
+        body = position(recorded_at=(NOW + ahead).isoformat())
+        assert r.CartPositionIn.model_validate_json(json.dumps(body)).recorded_at == NOW + ahead
+
+
+@pytest.mark.parametrize("ahead", [timedelta(minutes=6), timedelta(hours=1), timedelta(days=400)])
+def test_times_further_ahead_are_refused(ahead):
+    assert errors(r.CartPositionIn, position(recorded_at=(NOW + ahead).isoformat())) == {
+        "recorded_at": "value_error"
+    }
+    assert errors(r.SaleIn, sale(sold_at=(NOW + ahead).isoformat())) == {"sold_at": "value_error"}
+
+
+def test_the_future_limit_comes_from_the_validation_context():
+    ahead = position(recorded_at=(NOW + timedelta(seconds=90)).isoformat())
+    assert errors(r.CartPositionIn, ahead, max_future_seconds=60) == {"recorded_at": "value_error"}
+    r.CartPositionIn.model_validate_json(json.dumps(ahead), context={"max_future_seconds": 120})
+
+
+def test_times_need_an_offset_and_keep_it():
+    assert errors(r.CartPositionIn, position(recorded_at="2026-01-02T10:00:00")) == {
+        "recorded_at": "timezone_aware"
+    }
+    santiago = datetime(2026, 1, 2, 10, 0, tzinfo=timezone(timedelta(hours=-3)))
+    found = r.CartPositionIn.model_validate_json(json.dumps(position(recorded_at=santiago.isoformat())))
+    assert found.recorded_at == santiago and found.recorded_at.utcoffset() == timedelta(hours=-3)
+    assert errors(r.CartPositionIn, position(recorded_at="yesterday")) == {
+        "recorded_at": "datetime_from_date_parsing"
+    }
+
+
+# --- whole bodies --------------------------------------------------------------------------------------
+
+
+def test_spanish_aliases_are_accepted_everywhere():
+    applied = r.MemberApplicationIn.model_validate_json(
+        json.dumps(
+            {"nombre": "Ana", "apellido": "Soto", "rut": "1-9", "correo": "a@b.cl", "patente": "ab1234"}
+        )
+    )
+    assert (applied.first_name, applied.last_name, applied.email, applied.plate, applied.premium) == (
+        "Ana", "Soto", "a@b.cl", "AB1234", False,
+    )  # fmt: skip
+    sold = r.SaleIn.model_validate_json(
+        json.dumps({"patente": "bbcl12", "cliente": "x", "cantidad": 3, "hora": NOW.isoformat(), "stock": 7,
+                    "ubicacion": {"lat": -33.4, "lon": -70.6}})
+    )  # fmt: skip
+    assert (sold.plate, sold.client, sold.quantity, sold.sold_at, sold.stock_remaining, sold.location.lat) == (
+        "BBCL12", "x", 3, NOW, 7, -33.4,
+    )  # fmt: skip
+    pinged = r.CartPositionIn.model_validate_json(
+        json.dumps({"patente": "BBCL12", "lat": -33.4, "lon": -70.6, "hora": NOW.isoformat()})
+    )
+    assert pinged.recorded_at == NOW
+    reported = r.FugitiveReportIn.model_validate_json(
+        json.dumps({"lat": -33.4, "lon": -70.6, "patente": "bb-cl-12"})
+    )
+    assert reported.plate == "BBCL12"
+
+
+def test_errors_name_the_field_as_the_client_wrote_it():
+    found = errors(r.SaleIn, without(sale(), "quantity") | {"cantidad": 0})
+    assert found == {"cantidad": "greater_than_equal"}
+    assert "ubicacion.lat" in errors(
+        r.SaleIn, without(sale(), "location") | {"ubicacion": {"lat": 91, "lon": -70}}
+    )
+
+
+def without(body: dict, field: str) -> dict:
+    return {k: v for k, v in body.items() if k != field}
+
+
+def test_missing_and_unknown_fields_are_each_named():
+    assert errors(r.SaleIn, {"plate": "BBCL12", "speed": 3}) == {
+        "client": "missing", "quantity": "missing", "stock_remaining": "missing", "location": "missing",
+        "speed": "extra_forbidden",
+    }  # fmt: skip
+
+
+def test_every_bad_member_field_is_reported_at_once():
+    found = errors(
+        r.MemberApplicationIn, member(rut="1-1", email="x", plate="?", first_name=" ", premium="yes")
+    )
+    assert set(found) == {"rut", "email", "plate", "first_name", "premium"}
+
+
+def test_premium_must_be_a_real_boolean():
+    assert r.MemberApplicationIn.model_validate_json(json.dumps(member(premium=True))).premium is True
+    for fuzzy in ("yes", 1, "true", None):
+        assert "premium" in errors(r.MemberApplicationIn, member(premium=fuzzy))
+
+
+def test_report_fields_are_optional_but_bounded():
+    bare = r.FugitiveReportIn.model_validate_json('{"lat": -33.4, "lon": -70.6}')
+    assert (bare.description, bare.plate) == (None, None)
+    r.FugitiveReportIn.model_validate_json(json.dumps({"lat": -33.4, "lon": -70.6, "description": "x" * 500}))
+    assert "description" in errors(r.FugitiveReportIn, {"lat": -33.4, "lon": -70.6, "description": "x" * 501})
+    assert "plate" in errors(r.FugitiveReportIn, {"lat": -33.4, "lon": -70.6, "plate": "nope"})
+
+
+def test_batches_hold_1_to_max_batch_items_raw_sales():
+    r.SaleBatchIn.model_validate_json(json.dumps({"sales": [sale()] * 500}))
+    assert errors(r.SaleBatchIn, {"sales": [sale()] * 501}) == {"sales": "value_error"}
+    assert errors(r.SaleBatchIn, {"sales": []}) == {"sales": "too_short"}
+    assert errors(r.SaleBatchIn, {"sales": [sale()] * 11}, max_batch_items=10) == {"sales": "value_error"}
+    assert errors(r.SaleBatchIn, {"sales": [sale()], "plate": "BBCL12"}) == {"plate": "extra_forbidden"}
+    # Items are checked one by one later, so one bad item does not sink the envelope.
+    assert (
+        r.SaleBatchIn.model_validate_json(json.dumps({"sales": [sale(), 7, {"quantity": 0}]})).sales[1] == 7
+    )
+
+
+# --- records ----------------------------------------------------------------------------------------------
+
+
+def test_requests_become_records_with_the_api_fields():
+    received = NOW
+    id_ = uuid.uuid4()
+    sold = r.sale(r.SaleIn.model_validate(sale()), id_, received)
+    assert (sold.id, sold.sold_at, sold.received_at, sold.lat, sold.lon) == (
+        id_,
+        received,
+        received,
+        -33.44,
+        -70.65,
+    )
+    earlier = NOW - timedelta(minutes=10)
+    assert r.sale(r.SaleIn.model_validate(sale(sold_at=earlier)), id_, received).sold_at == earlier
+    pinged = r.cart_position(r.CartPositionIn.model_validate(position()), id_, received)
+    assert pinged.recorded_at == received
+    applied = r.member_application(r.MemberApplicationIn.model_validate(member(premium=True)), id_, received)
+    assert (applied.rut, applied.premium) == ("12345678-5", True)
+    reported = r.fugitive_report(
+        r.FugitiveReportIn.model_validate({"lat": -33.4, "lon": -70.6}), id_, received
+    )
+    assert reported.plate is None
+
+
+def test_records_round_trip_as_utf8_json_with_their_type_name():
+    applied = r.member_application(
+        r.MemberApplicationIn.model_validate(member(first_name="Ñandú")), uuid.uuid4(), NOW
+    )
+    raw = applied.to_bytes()
+    assert "Ñandú".encode() in raw
+    assert r.MemberApplication.from_bytes(raw) == applied
+    assert {name: cls.type_name for name, cls in r.RECORD_TYPES.items()} == {
+        name: name for name in r.RECORD_TYPES
+    }
+
+
+def test_ids_derive_from_the_idempotency_key_within_a_scope():
+    assert r.derive_id("k1", "/v1/sales", "BBCL12") == r.derive_id("k1", "/v1/sales", "BBCL12")
+    assert r.derive_id("k1", "/v1/sales", "BBCL12").version == 5
+    assert r.derive_id("k1", "/v1/sales", "BBCL12") != r.derive_id("k1", "/v1/sales", "BBCL13")
+    assert r.derive_id("k1", "/v1/sales", "BBCL12") != r.derive_id("k2", "/v1/sales", "BBCL12")
+    assert r.derive_id("k1", "/v1/locations", "BBCL12") != r.derive_id("k1", "/v1/sales", "BBCL12")
+    fresh = r.derive_id(None, "/v1/sales")
+    assert fresh.version == 4 and fresh != r.derive_id(None, "/v1/sales")
