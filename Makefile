@@ -19,7 +19,8 @@ $(BIN)/python:
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml | $(BIN)/python
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt -c constraints.txt
-	$(PIP) install -q --no-deps -e .
+	@# setuptools warns at length about editable installs; show its output only on failure.
+	@out=$$($(PIP) install -q --no-deps -e . 2>&1) || { echo "$$out" >&2; exit 1; }
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt

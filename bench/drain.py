@@ -21,6 +21,7 @@ them through the same AIRFLOW_CONN_* connections the DAG uses.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -43,7 +44,6 @@ from gremio.stack import airflow as af
 DAY = date(2026, 11, 10)
 CONSONANTS = "BCDFGHJKLPRSTVWXYZ"
 COLUMNS = "id, plate, client, quantity, sold_at, stock_remaining, lat, lon, received_at"
-ID_BASE = uuid.UUID("5a1e0000-0000-4000-8000-000000000000").int
 
 
 def plates(n: int) -> list[str]:
@@ -53,6 +53,13 @@ def plates(n: int) -> list[str]:
     ]
 
 
+def sale_id(i: int) -> uuid.UUID:
+    """A UUIDv4-like id, random-looking as the API's are (index inserts land all over), yet
+    the same for sale i every time."""
+    digest = hashlib.blake2b(i.to_bytes(8, "big"), digest_size=16).digest()
+    return uuid.UUID(bytes=digest, version=4)
+
+
 def sale_values(i: int, n: int, carts: list[str], start: datetime) -> tuple:
     """Sale number i of n, always the same: ~20,000 clients, some written with case and spaces."""
     client = f"cliente {(i * 7919) % 20_000}"
@@ -60,7 +67,7 @@ def sale_values(i: int, n: int, carts: list[str], start: datetime) -> tuple:
         client = f"  {client.upper()} "
     sold_at = start + timedelta(seconds=i * 86_000 / n)
     return (
-        uuid.UUID(int=ID_BASE + i),
+        sale_id(i),
         carts[i % len(carts)],
         client,
         1 + i % 10,

@@ -58,7 +58,11 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from gremio.tokens import cart_token
 
-    print(cart_token(args.plate, get_settings()))
+    try:
+        print(cart_token(args.plate, get_settings()))
+    except ValueError as exc:
+        print(f"gremio token: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -8,8 +8,10 @@ reader never sees half a report.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,6 +21,8 @@ from pathlib import Path
 
 from gremio.sales_stats import UNREGISTERED, DayTotals, MasterDay
 from gremio.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = (
     "day",
@@ -74,7 +78,7 @@ def write_daily(
         "json": lambda: render_json(day, rows, totals, tz),
         "txt": lambda: render_txt(day, rows, totals, tz, rule),
     }
-    if chart:
+    if chart and _can_draw():
         renderers["png"] = lambda: render_png(day, rows)
     folder = daily_dir(settings.reports_dir)
     return [write_atomic(folder / f"{day.isoformat()}.{ext}", render()) for ext, render in renderers.items()]
@@ -248,6 +252,14 @@ def render_txt(
         "",
     ]
     return "\n".join(out).encode("utf-8")
+
+
+def _can_draw() -> bool:
+    """The chart is a courtesy: without matplotlib the other three files are still written."""
+    if importlib.util.find_spec("matplotlib") is None:
+        log.warning("matplotlib is not installed: the daily chart (.png) is skipped")
+        return False
+    return True
 
 
 # --- PNG: units per master ----------------------------------------------------------------------

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     # Per-client-IP counters live in each worker unless this points at shared storage
     # (e.g. redis://host:6379); see docs/API.md.
     rate_limit_storage_uri: str = "memory://"
+    # gunicorn gthread workers x threads, chosen by measurement (docs/BENCHMARKS.md).
     api_workers: int = 2
     api_threads: int = 8
 

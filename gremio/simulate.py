@@ -296,7 +296,6 @@ class Simulation:
         self.stats: Counter[str] = Counter()
         self.down_until = 0.0
         self.backoff = 0.0
-        self.registered: set[str] = set()
         owners = fleet(carts)
         self.pirate_plates = pirates(3, {o.plate for o in owners})
         self.carts = [self._new_cart(owner) for owner in owners]
@@ -400,7 +399,6 @@ class Simulation:
             )
             return
         if reply.status == 202:
-            self.registered.add(cart.plate)
             log.info(
                 "cart %s: owner %s %s (%s) applied for premium membership -> %s",
                 cart.plate, cart.owner.first_name, cart.owner.last_name, cart.owner.rut, where(reply),
@@ -736,15 +734,18 @@ def main(args: argparse.Namespace) -> int:
         log.info("stopping (%s)", signal.Signals(signum).name)
         stop["now"] = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     log.info(
         "simulating %d carts around Santiago against %s (seed %s, speedup %g, a ping every %g s)",
         carts, base_url, args.seed, speedup, settings.simulate_ping_seconds / speedup,
     )  # fmt: skip
     sim.start()
     until = time.monotonic() + args.duration if args.duration else None
-    sim.run(until, lambda: stop["now"], lambda seconds: time.sleep(max(0.0, min(seconds, 0.5))))
+    try:
+        sim.run(until, lambda: stop["now"], lambda seconds: time.sleep(max(0.0, min(seconds, 0.5))))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     kept = sum(len(c.kept) + len(c.unsent) for c in sim.carts)
     log.info("simulation stopped%s", f"; {kept} sales were never sent" if kept else "")
     return 0

@@ -108,7 +108,9 @@ class Delivery:
         answers 503 and the client retries with its Idempotency-Key (same ids downstream).
         """
         if self.fatal is not None:
-            raise NotDelivered("fatal", f"the producer failed and is being replaced: {self.fatal.str()}")
+            raise NotDelivered(
+                "fatal", f"the Kafka producer failed ({self.fatal.str()}); gunicorn is replacing the worker"
+            )
         deadline = time.monotonic() + timeout
         pending: list[_Pending] = []
         for record in records:

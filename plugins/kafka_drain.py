@@ -234,9 +234,10 @@ class _Drain:
 
         inserted.result()
         self.deadletter(poison)
-        self.consumer.commit(
-            offsets=[TopicPartition(self.op.topic, p, o) for p, o in offsets.items()], asynchronous=False
-        )
+        if offsets:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.op.topic, p, o) for p, o in offsets.items()], asynchronous=False
+            )
         elapsed = max(time.monotonic() - started, 1e-9)
         self.log.info(
             "committed offsets %s; %d read, %d new rows, %d dead-lettered (%.0f records/s)",
@@ -270,6 +271,11 @@ class _Drain:
                 self.log.warning(
                     "%s[%d]: offsets %d..%d expired before they were drained", self.op.topic, p, start, low
                 )
+            if start > high:
+                self.log.warning(
+                    "%s[%d]: group %s committed offset %d, past the end (%d): was the topic recreated?",
+                    self.op.topic, p, self.op.group_id, start, high,
+                )  # fmt: skip
             plan[p] = (max(start, low), high)
         return plan
 
@@ -377,8 +383,14 @@ class _Drain:
                         self.consumer.pause([TopicPartition(self.op.topic, p)])
                     continue
                 mark = todo.get(p)
-                if mark is None or offset >= mark:
-                    continue  # arrived after the task started: the next run takes it
+                if mark is None:
+                    continue  # a partition already done: its later records are the next run's
+                if offset >= mark:
+                    # Nothing below the mark is left to read (control records, or data that
+                    # expired under us): done, and this record is the next run's.
+                    offsets[p] = todo.pop(p)
+                    self.consumer.pause([TopicPartition(self.op.topic, p)])
+                    continue
                 offsets[p] = offset + 1
                 read += 1
                 try:

@@ -221,8 +221,12 @@ def test_rerunning_the_day_rewrites_the_same_bytes(dag, hand_built_day):
     first = report_bytes(D)
     run_day(dag, D)
     assert report_bytes(D) == first
-    # Re-made the way staff would from the UI: a manual run told which day to report.
-    run = dag.test(logical_date=at(days(40), 12), run_conf={"day": D.isoformat()})
+    # Re-made the way staff would from the UI: a manual run told which day to report. On a
+    # fresh copy of the DAG: a task run in-process writes the run's conf into the Param
+    # objects it shares with the DAG (airflow.sdk process_params); workers parse afresh.
+    from airflow.dag_processing.dagbag import DagBag
+
+    run = _load_dag(DagBag).test(logical_date=at(days(40), 12), run_conf={"day": D.isoformat()})
     assert run.state == DagRunState.SUCCESS
     assert report_bytes(D) == first
 

@@ -27,10 +27,14 @@ schemathesis.openapi.format(
     "cl-rut", st.one_of(_body.map(lambda b: f"{b}-{rut.calc_check_digit(b)}"), _body.map(lambda b: f"{b}-0"))
 )
 
+
+# Built at import: schemathesis parametrizes at collection time (its lazy `from_fixture`
+# does not work with pytest 9). The producer connects once the session's broker is up.
 APP = create_app(
     {"TESTING": True, "RATE_LIMIT_MEMBERS": "100000/minute", "RATE_LIMIT_REPORTS": "100000/minute"}
 )
 schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -108,3 +108,14 @@ def test_files_are_written_whole_and_leave_no_temporary_files(tmp_path):
     before = {p.name: p.read_bytes() for p in paths}
     reports.write_daily(DAY, ROWS, TOTALS, settings)
     assert {p.name: p.read_bytes() for p in paths} == before
+
+
+def test_without_matplotlib_the_chart_is_skipped_and_the_rest_written(tmp_path, monkeypatch):
+    real_find_spec = reports.importlib.util.find_spec
+    monkeypatch.setattr(
+        reports.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a),
+    )
+    paths = reports.write_daily(DAY, ROWS, TOTALS, Settings(reports_dir=tmp_path))
+    assert sorted(p.suffix for p in paths) == [".csv", ".json", ".txt"]
