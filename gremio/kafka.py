@@ -139,6 +139,20 @@ def deadletter_headers(msg: Message, error: str) -> list[tuple[str, bytes]]:
     ]
 
 
+def send_dead_letters(
+    prod: Producer, poison: Sequence[tuple[Message, str]], topic: str = t.DEADLETTER.name
+) -> None:
+    """Send each (message, why) to the dead-letter topic and wait for the acknowledgements."""
+    if not poison:
+        return
+    produce_all(
+        prod,
+        [(topic, msg.key(), msg.value() or b"", deadletter_headers(msg, why), None) for msg, why in poison],
+    )
+    for msg, why in poison:
+        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), why[:300])
+
+
 def flush_or_raise(prod: Producer, timeout: float = 30.0) -> None:
     """Wait for every queued record's delivery report; raise if any is still queued."""
     remaining = prod.flush(timeout)

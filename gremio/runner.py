@@ -23,7 +23,6 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from gremio import kafka as gk
-from gremio import topics as t
 from gremio.records import Record
 from gremio.settings import Settings, get_settings
 
@@ -204,18 +203,9 @@ class Runner:
             self.service.process(self._pending)
             BATCHES.labels(self.service.group_id).inc()
         if self._poison:
-            gk.produce_all(
-                self._dlq,
-                [
-                    (t.DEADLETTER.name, msg.key(), msg.value() or b"", gk.deadletter_headers(msg, why), None)
-                    for msg, why in self._poison
-                ],
-            )
-            for msg, why in self._poison:
+            gk.send_dead_letters(self._dlq, self._poison)
+            for msg, _ in self._poison:
                 DEADLETTERED.labels(self.service.group_id, msg.topic()).inc()
-                log.warning(
-                    "dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), why[:300]
-                )
         if self._offsets:
             self.consumer.commit(
                 offsets=[TopicPartition(tp, p, o) for (tp, p), o in self._offsets.items()],

@@ -13,12 +13,13 @@ from typing import Any
 from flask import Flask
 
 from gremio.settings import Settings, get_settings
-from ingest_api import locations, members, ops, problems, reports, sales
+from gremio.web import assets
+from ingest_api import locations, members, ops, problems, reports, sales, web
 from ingest_api.delivery import Delivery, ProducerLike, process_delivery
 from ingest_api.intake import ApiState
 from ingest_api.ratelimit import RateLimits
 
-BLUEPRINTS = (members.bp, sales.bp, locations.bp, reports.bp, ops.bp)
+BLUEPRINTS = (members.bp, sales.bp, locations.bp, reports.bp, ops.bp, web.bp, assets)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, producer: ProducerLike | None = None) -> Flask:

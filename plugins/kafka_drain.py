@@ -474,23 +474,7 @@ class _Drain:
 
         if self.producer is None:
             self.producer = _producer(self.op.kafka_config_id)
-        gk.produce_all(
-            self.producer,
-            [
-                (
-                    self.op.deadletter_topic,
-                    msg.key(),
-                    msg.value() or b"",
-                    gk.deadletter_headers(msg, why),
-                    None,
-                )
-                for msg, why in poison
-            ],
-        )
-        for msg, why in poison:
-            self.log.warning(
-                "dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), why[:300]
-            )
+        gk.send_dead_letters(self.producer, poison, self.op.deadletter_topic)
         self.stats["deadlettered"] += len(poison)
 
 

@@ -1,8 +1,9 @@
-"""The live view over HTTP: `GET /v1/live` (JSON) and `/metrics`, on LIVE_PORT.
+"""The live view over HTTP: the live map (`/`), `GET /v1/live` (JSON) and `/metrics`, on LIVE_PORT.
 
-The app is built by `create_app(view)` with one blueprint per resource, so the live map
-page (`/` and its static files) can be added beside them. It is served from a thread of
-the service process by werkzeug, which is plenty for a few dashboards polling every 2 s.
+The app is built by `create_app(view)` with one blueprint per resource. The map page
+(templates/live.html, static/live.js, over gremio.web's offline map) polls `/v1/live`
+every 2 s. It is served from a thread of the service process by werkzeug, which is plenty
+for a few dashboards polling every 2 s.
 """
 
 from __future__ import annotations
@@ -10,16 +11,33 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from consumers.locations.view import LiveView
+from gremio.web import assets, page
 
 log = logging.getLogger(__name__)
 
 live = Blueprint("live", __name__)
 metrics = Blueprint("metrics", __name__)
+live_map = Blueprint("live_map", __name__)
+REFRESH_SECONDS = 2.0  # how often the map page polls /v1/live
+
+
+@live_map.get("/")
+def map_page() -> Response:
+    """The live map: carts, fugitive reports and alerts, refreshed from /v1/live."""
+    rules = current_app.extensions["live_view"].rules
+    config = {
+        "area": {"lat_min": rules.lat_min, "lat_max": rules.lat_max, "lon_min": rules.lon_min, "lon_max": rules.lon_max},
+        "live_url": url_for("live.get_live"),
+        "refresh_seconds": REFRESH_SECONDS,
+        "ttl_seconds": rules.ttl.total_seconds(),
+        "report_window_seconds": rules.report_window.total_seconds(),
+    }
+    return page("live.html", url_for("static", filename="live.js"), config)
 
 
 @live.get("/v1/live")
@@ -44,6 +62,8 @@ def create_app(view: LiveView, registry: CollectorRegistry = REGISTRY) -> Flask:
     app.extensions["metrics_registry"] = registry
     app.register_blueprint(live)
     app.register_blueprint(metrics)
+    app.register_blueprint(live_map)
+    app.register_blueprint(assets)
     return app
 
 
