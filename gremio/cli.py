@@ -50,9 +50,26 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_airflow(args: argparse.Namespace) -> int:
+    """Run Airflow's own CLI against the local stack's Airflow (its home, database, connections)."""
+    import os
+
+    from gremio.stack import airflow as af
+
+    env = {**os.environ, **af.environment(get_settings())}
+    os.execve(af.airflow_bin(), [af.airflow_bin(), *args.airflow_args], env)  # noqa: S606 - our venv's airflow
+    return 0  # not reached: execve replaces this process
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     print(json.dumps(get_settings().masked(), indent=2, default=str))
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from consumers.watch import main as watch
+
+    return watch(once=args.once)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -106,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("migrate", cmd_migrate, "apply the SQL migrations in sql/")
     add("topics", cmd_topics, "create missing topics and grow partition counts")
     add("settings", cmd_settings, "print the settings in force (secrets masked)")
+    airflow = add(
+        "airflow", cmd_airflow, "run Airflow's CLI against the local stack, e.g. `gremio airflow dags list`"
+    )
+    airflow.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for `airflow`")
+
+    watch = add("watch", cmd_watch, "carts, reports, alerts and refill orders of the running stack, live")
+    watch.add_argument("--once", action="store_true", help="print one screen and exit")
 
     token = add("token", cmd_token, "print the API token of a cart")
     token.add_argument("plate", help="the cart's plate, e.g. BBCL12")

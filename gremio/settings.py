@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     frequent_clients_max: int = 3
     # sales_daily catches up from here on a fresh stack: a recent day keeps the backlog short.
     sales_daily_start_date: date = date(2026, 11, 22)
+    # members_monthly's first month (its runs catch up from here); earlier months: see docs/MEMBERSHIP.md.
+    members_monthly_start_date: date = date(2026, 11, 1)
 
     # --- simulator -----------------------------------------------------------------------
     simulate: bool = True
@@ -146,13 +148,26 @@ class Settings(BaseSettings):
         return {"bootstrap.servers": self.bootstrap_servers, **overrides}
 
     def airflow_connections(self) -> dict[str, str]:
-        """The AIRFLOW_CONN_* variables that give DAGs their `kafka_default` and `gremio_db`."""
+        """The AIRFLOW_CONN_* variables: `kafka_default`, `kafka_members_watch` and `gremio_db`."""
         kafka = {
             "conn_type": "kafka",
             "extra": {"bootstrap.servers": self.bootstrap_servers, "group.id": "airflow-drain"},
         }
+        # The members_premium AssetWatcher's trigger subscribes with the connection's own
+        # settings: its own group, and from the start of `members` the first time, so
+        # applications sent before the triggerer first ran are noticed too.
+        members_watch = {
+            "conn_type": "kafka",
+            "extra": {
+                "bootstrap.servers": self.bootstrap_servers,
+                "group.id": "airflow-members-premium-watch",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": "false",
+            },
+        }
         return {
             "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka),
+            "AIRFLOW_CONN_KAFKA_MEMBERS_WATCH": json.dumps(members_watch),
             "AIRFLOW_CONN_GREMIO_DB": self.db_url,
         }
 

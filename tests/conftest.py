@@ -43,6 +43,10 @@ def stack(request: pytest.FixtureRequest) -> Iterator[ThrowawayStack]:
         STACK.stop()
         raise
     yield STACK
+    # The API's process-wide producer would keep calling a stopped broker until exit.
+    delivery = sys.modules.get("ingest_api.delivery")
+    if delivery is not None:
+        delivery.close_process_delivery(timeout=5)
     STACK.stop()
     if request.session.testsfailed:
         print(f"\ntest services' logs kept in {ROOT / 'logs'}", file=sys.stderr)

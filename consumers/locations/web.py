@@ -31,11 +31,17 @@ def map_page() -> Response:
     """The live map: carts, fugitive reports and alerts, refreshed from /v1/live."""
     rules = current_app.extensions["live_view"].rules
     config = {
-        "area": {"lat_min": rules.lat_min, "lat_max": rules.lat_max, "lon_min": rules.lon_min, "lon_max": rules.lon_max},
+        "area": {
+            "lat_min": rules.lat_min,
+            "lat_max": rules.lat_max,
+            "lon_min": rules.lon_min,
+            "lon_max": rules.lon_max,
+        },
         "live_url": url_for("live.get_live"),
         "refresh_seconds": REFRESH_SECONDS,
         "ttl_seconds": rules.ttl.total_seconds(),
         "report_window_seconds": rules.report_window.total_seconds(),
+        "match_radius_m": rules.match_radius_m,
     }
     return page("live.html", url_for("static", filename="live.js"), config)
 

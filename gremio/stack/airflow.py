@@ -95,7 +95,7 @@ def migrate(env: dict[str, str]) -> None:
     )
 
 
-def health(settings: Settings, timeout: float = 3.0) -> dict:
+def health(settings: Settings, timeout: float = 10.0) -> dict:
     """Airflow's own health report (/api/v2/monitor/health), or raise OSError."""
     url = f"http://127.0.0.1:{settings.airflow_port}/api/v2/monitor/health"
     with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -229,7 +229,7 @@ def _check_airflow(settings: Settings) -> Check:
 
 def _http_check(part: str, url: str) -> Check:
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - loopback URL
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback URL
             return Check(part, response.status == 200, f"{url} {response.status}")
     except Exception as exc:  # noqa: BLE001
         return Check(part, False, f"{url} {getattr(exc, 'code', '')} {getattr(exc, 'reason', exc)}".strip())

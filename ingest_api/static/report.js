@@ -94,7 +94,7 @@ $("locate").addEventListener("click", () => {
     (position) => {
       button.disabled = false;
       const { latitude, longitude, accuracy } = position.coords;
-      const near = Number.isFinite(accuracy) ? ` (± ${Math.round(accuracy)} m)` : "";
+      const near = accuracy > 0 ? ` (± ${Math.round(accuracy)} m)` : "";
       setPoint(latitude, longitude, `Usando tu ubicación${near}.`);
       if (map.inArea(latitude, longitude)) map.focus(latitude, longitude, 8);
       else setHint("Tu ubicación está fuera del área de servicio del gremio. Igual puedes enviar el reporte.", "warn");

@@ -22,7 +22,7 @@ from gremio import db
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import Sale, client_key
-from gremio.settings import REPO_ROOT, get_settings
+from gremio.settings import get_settings
 from gremio.stack import airflow as af
 from tests.support import TopicProbe, wait_for
 
@@ -122,30 +122,15 @@ def cleanup() -> None:
         conn.execute("delete from daily_sales_totals where day between %s and %s", (days(-1), days(3)))
 
 
+# The DAG told to start before the hand-built days (tests/dags/conftest.py, load_dag); moving
+# SALES_DAILY_START_DATE back is also how an operator lets the DAG report older days.
+DAG_SETTINGS = {"SALES_DAILY_START_DATE": "2024-12-01"}
+
+
 @pytest.fixture(scope="module")
-def dag(airflow_db):
-    """The DAG as the dag-processor sees it, told to start before the hand-built days.
-
-    Runs before a DAG's start_date have no tasks; moving SALES_DAILY_START_DATE back is
-    also how an operator lets the DAG report older days.
-    """
-    from airflow.dag_processing.dagbag import DagBag
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SALES_DAILY_START_DATE", "2024-12-01")
-        get_settings.cache_clear()
-        yield _load_dag(DagBag)
-    get_settings.cache_clear()
-    # Hand the ORM session's connection back now, not at exit when the database is gone.
-    from airflow import settings as airflow_settings
-
-    airflow_settings.Session.remove()
-
-
-def _load_dag(DagBag):  # noqa: N803
-    bag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "sales_daily.py"))
-    assert bag.import_errors == {}
-    dag = bag.get_dag("sales_daily")
+def dag(load_dag):
+    """The DAG as the dag-processor sees it."""
+    dag = load_dag("sales_daily")
     assert dag.start_date.date() == date(2024, 12, 1)
     return dag
 
@@ -214,7 +199,7 @@ def test_the_hand_built_day_gives_exactly_the_expected_csv(dag, hand_built_day):
     assert report(D, "png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_rerunning_the_day_rewrites_the_same_bytes(dag, hand_built_day):
+def test_rerunning_the_day_rewrites_the_same_bytes(dag, hand_built_day, load_dag):
     from airflow.utils.state import DagRunState
 
     run_day(dag, D)
@@ -224,9 +209,7 @@ def test_rerunning_the_day_rewrites_the_same_bytes(dag, hand_built_day):
     # Re-made the way staff would from the UI: a manual run told which day to report. On a
     # fresh copy of the DAG: a task run in-process writes the run's conf into the Param
     # objects it shares with the DAG (airflow.sdk process_params); workers parse afresh.
-    from airflow.dag_processing.dagbag import DagBag
-
-    run = _load_dag(DagBag).test(logical_date=at(days(40), 12), run_conf={"day": D.isoformat()})
+    run = load_dag("sales_daily").test(logical_date=at(days(40), 12), run_conf={"day": D.isoformat()})
     assert run.state == DagRunState.SUCCESS
     assert report_bytes(D) == first
 

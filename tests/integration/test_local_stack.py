@@ -90,7 +90,7 @@ def test_up_twice_status_and_down_leave_nothing_behind(local_env):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "already up" in second.stdout
 
-    status = _gremio(local_env, "status")
+    status = _gremio(local_env, "status", "--wait", "120")
     assert status.returncode == 0, status.stdout
     assert _our_processes(local_env), "the stack runs detached from the command that started it"
 

@@ -342,4 +342,4 @@ def test_board_and_http_show_the_same_view(view: LiveView, clock: Clock) -> None
         "speed_kmh": None,
     }  # fmt: skip
     assert client.get("/metrics").status_code == 200
-    assert client.get("/").status_code == 404  # kept free for the live map
+    assert client.get("/").status_code == 200  # the live map page (docs/WEB.md)

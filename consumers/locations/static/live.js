@@ -20,9 +20,14 @@ const ALERT_KINDS = {
   unregistered_cart: ["Carrito no registrado", (a) => `${a.plate} no es la patente de ningún socio.`],
   fugitive_report: [
     "Reporte fugitivo",
-    (a) => (a.plate ? `Carrito del gremio más cercano: ${a.plate}.` : "Ningún carrito del gremio a menos de 100 m."),
+    (a) =>
+      a.plate
+        ? `El carrito del gremio ${a.plate} está a menos de ${config.match_radius_m} m.`
+        : `Ningún carrito del gremio a menos de ${config.match_radius_m} m.`,
   ],
 };
+
+const RINGED = new Set(["jump", "out_of_area"]);
 
 const state = { carts: [], reports: [], alerts: [], fetchedAt: 0, serverOffsetMs: 0, fitted: false };
 
@@ -40,18 +45,19 @@ async function poll() {
     state.fetchedAt = performance.now();
     Object.assign(state, { carts: live.carts, reports: live.reports, alerts: live.alerts });
     render();
-    setStatus("live", `En vivo · ${new Date().toLocaleTimeString("es-CL")}`);
+    setStatus("live", "En vivo", `Actualizado a las ${new Date().toLocaleTimeString("es-CL", { hour12: false })}`);
   } catch {
-    setStatus("offline", "Sin conexión · reintentando");
+    setStatus("offline", "Sin conexión", "No hay respuesta del servicio de ubicaciones; reintentando.");
   } finally {
     clearTimeout(timer);
     setTimeout(poll, REFRESH_MS);
   }
 }
 
-function setStatus(kind, text) {
+function setStatus(kind, text, title) {
   const pill = $("live-status");
   pill.className = `live-status ${kind}`;
+  pill.title = title;
   pill.querySelector(".text").textContent = text;
   document.body.classList.toggle("stale", kind === "offline");
 }
@@ -169,7 +175,9 @@ function drawReports(reports) {
 
 function drawAlerts(alerts) {
   // Fugitive-report alerts sit on their report's pin already.
-  const placed = alerts.filter((a) => a.lat !== null && a.lon !== null && a.kind !== "fugitive_report");
+  // Rings mark where a cart jumped or left the area; the other kinds are on the markers already
+  // (an orange cart is unregistered, a red pin is a report).
+  const placed = alerts.filter((a) => a.lat !== null && a.lon !== null && RINGED.has(a.kind));
   sync(
     alertLayer,
     placed,
@@ -228,11 +236,10 @@ function listCarts(carts) {
     li.dataset.plate = cart.plate;
     li.className = cart.registered ? "registered" : "unregistered";
     const who = cart.registered ? cart.master || "Socio del gremio" : "No registrado";
-    const speed = cart.speed_kmh === null ? "" : ` · ${cart.speed_kmh.toFixed(1)} km/h`;
     li.replaceChildren(
       htmlEl("span", "plate", cart.plate),
       htmlEl("span", "who", who),
-      htmlEl("span", "when", `${ago(cartAge(cart))}${speed}`),
+      htmlEl("span", "when", `${ago(cartAge(cart))}${speedText(cart)}`),
     );
     li.cart = cart;
     focusOn(li, cart.lat, cart.lon);
@@ -243,8 +250,12 @@ function listReports(reports) {
   listInto("report-list", "report-empty", reports, (r) => r.id, (li, report) => {
     li.dataset.reportId = report.id;
     const head = htmlEl("div", "head");
-    head.append(htmlEl("span", "badge report", "Reporte"), htmlEl("span", "when", ago(secondsSince(report.received_at))));
-    if (report.plate) head.append(htmlEl("span", "plate", report.plate));
+    head.append(htmlEl("span", "when", ago(secondsSince(report.received_at))));
+    if (report.plate) {
+      const plate = htmlEl("span", "reported", "Patente ");
+      plate.append(htmlEl("b", "plate", report.plate));
+      head.append(plate);
+    }
     const what = htmlEl("p", report.description ? "what" : "what none", report.description || "Sin descripción.");
     const near =
       report.nearest_plate === null
@@ -268,6 +279,11 @@ function listAlerts(alerts) {
   });
 }
 
+/** The speed implied by a cart's last two positions, when it is moving. */
+function speedText(cart) {
+  return cart.speed_kmh >= 0.5 ? ` · ${cart.speed_kmh.toFixed(1)} km/h` : "";
+}
+
 function formatDistance(metres) {
   return metres < 1000 ? `${Math.round(metres)} m` : `${(metres / 1000).toFixed(1)} km`;
 }
@@ -283,8 +299,7 @@ setInterval(() => {
   }
   for (const li of $("cart-list").children) {
     const when = li.querySelector(".when");
-    const speed = li.cart.speed_kmh === null ? "" : ` · ${li.cart.speed_kmh.toFixed(1)} km/h`;
-    when.textContent = `${ago(cartAge(li.cart))}${speed}`;
+    when.textContent = `${ago(cartAge(li.cart))}${speedText(li.cart)}`;
   }
   if (expired) render();
 }, 1000);

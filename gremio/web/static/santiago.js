@@ -38,6 +38,14 @@ const ROADS = [
     [-33.42, -70.95]] },
   { name: "Autopista del Sol", points: [[-33.462, -70.705], [-33.485, -70.75], [-33.52, -70.82],
     [-33.57, -70.9], [-33.6, -70.95]] },
+  { name: "Vicuña Mackenna", minor: true, points: [[-33.437, -70.634], [-33.457, -70.627],
+    [-33.487, -70.611], [-33.52, -70.598], [-33.56, -70.585], [-33.6, -70.577]] },
+  { name: "Independencia", minor: true, points: [[-33.432, -70.655], [-33.4, -70.66], [-33.37, -70.665]] },
+  { name: "Recoleta", minor: true, points: [[-33.431, -70.645], [-33.405, -70.643], [-33.38, -70.642]] },
+  { name: "Irarrázaval", minor: true, points: [[-33.453, -70.628], [-33.454, -70.6], [-33.456, -70.57]] },
+  { name: "Pajaritos", minor: true, points: [[-33.456, -70.713], [-33.478, -70.735], [-33.508, -70.758]] },
+  { name: "Departamental", minor: true, points: [[-33.514, -70.7], [-33.511, -70.65], [-33.508, -70.6],
+    [-33.507, -70.575]] },
 ];
 // The foothills of the Andes, east of the city.
 const FOOTHILLS = [[-33.15, -70.53], [-33.3, -70.535], [-33.36, -70.5], [-33.42, -70.535],
@@ -54,7 +62,6 @@ const PLACES = [
   { name: "Colina", lat: -33.2, lon: -70.675, zoom: 1 },
   { name: "Lampa", lat: -33.285, lon: -70.875, zoom: 1 },
   { name: "Peñaflor", lat: -33.606, lon: -70.877, zoom: 1 },
-  { name: "Buin", lat: -33.732, lon: -70.742, zoom: 1 },
   { name: "Lo Barnechea", lat: -33.35, lon: -70.52, zoom: 1.5 },
   { name: "Pudahuel", lat: -33.44, lon: -70.81, zoom: 1.5 },
   { name: "Providencia", lat: -33.43, lon: -70.61, zoom: 2.5 },
@@ -263,12 +270,12 @@ export class ServiceMap {
     for (const river of RIVERS) svgEl("path", { d: this._line(river), class: "river" }, b);
     for (const road of ROADS) {
       const d = this._line(road.points) + (road.closed ? " Z" : "");
-      const kind = road.major ? "road major" : "road";
+      const kind = road.major ? "road major" : road.minor ? "road minor" : "road";
       svgEl("path", { d, class: `${kind} casing` }, b);
       svgEl("path", { d, class: kind }, b).appendChild(svgEl("title")).append(road.name);
     }
     svgEl("rect", { x: 0, y: 0, width: this.width, height: this.height, class: "edge" }, b);
-    this._label("Precordillera", -33.28, -70.465, 1, "hills-label");
+    this._label("Precordillera", -33.5, -70.47, 1, "hills-label");
     for (const place of PLACES) this._label(place.name, place.lat, place.lon, place.zoom, place.kind || "town");
   }
 

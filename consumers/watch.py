@@ -1,0 +1,92 @@
+"""`gremio watch`: the running platform in one terminal screen.
+
+Carts, fugitive reports and alerts come from the live location service's `GET /v1/live`
+(the same board it draws in a terminal); refill orders come from PostgreSQL. Read-only:
+it can be started and stopped at will while `make up` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from consumers.locations.board import render as render_live
+from gremio import db
+from gremio.settings import Settings, get_settings
+
+
+def fetch_live(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    url = f"http://127.0.0.1:{settings.live_port}/v1/live"
+    with urllib.request.urlopen(url, timeout=3) as response:
+        return json.load(response)
+
+
+def recent_orders(settings: Settings, limit: int = 8) -> list[dict[str, Any]]:
+    with db.connect(settings) as conn, conn.cursor(row_factory=_dict_row()) as cur:
+        return cur.execute(db.query("watch_recent_orders"), {"limit": limit}).fetchall()
+
+
+def _dict_row():
+    from psycopg.rows import dict_row
+
+    return dict_row
+
+
+def render_orders(orders: list[dict[str, Any]], tz: ZoneInfo) -> Table:
+    table = Table(title="Refill orders", expand=True, title_justify="left")
+    for name in ("Opened", "Plate", "Stock then", "Quantity", "Status"):
+        table.add_column(name)
+    for order in orders:
+        status = (
+            Text("open", style="bold yellow")
+            if order["status"] == "open"
+            else Text("delivered", style="green")
+        )
+        table.add_row(
+            order["created_at"].astimezone(tz).strftime("%H:%M:%S"),
+            order["plate"],
+            str(order["stock_at_trigger"]),
+            str(order["quantity"]),
+            status,
+        )
+    return table
+
+
+def screen(settings: Settings, tz: ZoneInfo) -> RenderableType:
+    parts: list[RenderableType] = []
+    try:
+        parts.append(render_live(fetch_live(settings), tz, max_carts=12))
+    except OSError as exc:
+        parts.append(
+            Text(f"live location service unreachable on port {settings.live_port}: {exc}", style="red")
+        )
+    try:
+        parts.append(render_orders(recent_orders(settings), tz))
+    except Exception as exc:  # noqa: BLE001 - the screen says what is wrong and keeps going
+        parts.append(Text(f"database unreachable: {exc}", style="red"))
+    return Group(*parts)
+
+
+def main(once: bool = False, interval: float = 2.0) -> int:
+    settings = get_settings()
+    tz = ZoneInfo(settings.guild_timezone)
+    console = Console()
+    if once:
+        console.print(screen(settings, tz))
+        return 0
+    with Live(screen(settings, tz), console=console, refresh_per_second=1, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(screen(settings, tz))
+        except KeyboardInterrupt:
+            pass
+    return 0

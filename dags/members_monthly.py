@@ -1,0 +1,112 @@
+"""
+# members_monthly: the month's regular applications decided, and its list of new members
+
+Runs **@monthly at 00:00 America/Santiago** on the 1st and decides the month that just ended
+(the run's data interval is that month). Three steps:
+
+1. **drain_regular_applications** takes the regular applications (Kafka topic `members`,
+   partition 0), up to where the partition stood when the task started, into the table
+   `member_applications` (idempotent by application id; offsets committed after the
+   database commit; undecodable records go to `deadletter`).
+2. **decide_month** decides the month's pending regular applications in the order they were
+   received: approved unless the RUT is already a member, the plate belongs to another
+   member, the RUT is flagged in `background_flags` (antecedentes), or an earlier pending
+   application has the same RUT. Approved applications become `members`. Nothing already
+   decided is decided again.
+3. **write_reports** writes `reports/members/YYYY-MM.txt` (for the guild's staff) and `.csv`:
+   the new members, premium ones marked (the fast-track's approvals of the month, see
+   `members_premium`), and the rejected applications with their reasons. A re-run rewrites
+   the same bytes.
+
+**A past month**: trigger the DAG with the config `{"month": "2026-11"}`, or clear that
+month's run. Details: docs/MEMBERSHIP.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from kafka_drain import KafkaDrainOperator
+
+from gremio.settings import get_settings
+
+SETTINGS = get_settings()
+TIMEZONE = SETTINGS.guild_timezone
+
+
+@dag(
+    dag_id="members_monthly",
+    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone=TIMEZONE),
+    start_date=datetime.combine(SETTINGS.members_monthly_start_date, time(0), ZoneInfo(TIMEZONE)),
+    catchup=True,
+    max_active_runs=1,
+    default_args={
+        "owner": "gremio",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=15),
+    },
+    tags=["gremio", "members", "reports"],
+    doc_md=__doc__,
+    params={
+        "month": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
+            title="Month to decide and report",
+            description="YYYY-MM. Leave empty for the run's own month (the one before it ran).",
+        )
+    },
+)
+def members_monthly():
+    drain = KafkaDrainOperator(
+        task_id="drain_regular_applications",
+        topic="members",
+        table="member_applications",
+        record="gremio.records.MemberApplication",
+        group_id="airflow-members-monthly",
+        partitions=[0],
+        message_columns={"kafka_partition": "partition", "kafka_offset": "offset"},
+        max_active_tis_per_dag=1,
+    )
+
+    @task
+    def decide_month(data_interval_start=None, params=None, dag_run=None) -> str:
+        """Decide the month's pending regular applications; returns the month, YYYY-MM."""
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from gremio import membership
+
+        month = membership.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"))
+        start, end = membership.month_bounds(month, TIMEZONE)
+        with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
+            membership.decide_pending(
+                conn,
+                premium=False,
+                received_from=start,
+                received_until=end,
+                decided_by=f"members_monthly/{dag_run.run_id}",
+            )
+        return f"{month:%Y-%m}"
+
+    @task
+    def write_reports(month: str) -> list[str]:
+        """The month's list from what is recorded, each file written to a temporary name and renamed."""
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from gremio import membership, membership_report
+
+        when = membership.parse_month(month)
+        with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
+            rows = membership.month_decisions(conn, when, TIMEZONE)
+        return [str(p) for p in membership_report.write_monthly(when, rows)]
+
+    decided = decide_month()
+    drain >> decided
+    write_reports(decided)
+
+
+members_monthly()

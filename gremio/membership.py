@@ -1,0 +1,403 @@
+"""Joining the guild (DESIGN §5, membership): the rules, the decisions, and the `gremio` commands.
+
+An application is approved unless its RUT is already a member, its plate belongs to another
+member, its RUT is flagged in `background_flags` (antecedentes), or an earlier pending
+application has the same RUT. Applications are decided in the order they were received
+(received_at, then id), one at a time, so each approval counts for the ones after it and
+"earlier" means the same thing on every run. A decided application is never decided again.
+
+Two lanes decide (docs/MEMBERSHIP.md):
+
+* premium (members p1): `members_premium`, within a minute of the 202, every pending premium
+  application each run;
+* regular (members p0): `members_monthly`, the month's pending regular applications, once
+  the month (America/Santiago) is over.
+
+Both take one PostgreSQL advisory lock, so their decisions never interleave. The rules are
+the pure `decide()`; `decide_pending()` feeds it from the database and records the outcome.
+The AssetWatcher's `apply_function`, `premium_notice()`, is here too: the triggerer imports
+it by its dotted path.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from gremio.db import connect, query
+from gremio.records import now_utc
+from gremio.sales_stats import day_start
+from gremio.settings import get_settings
+from gremio.topics import MEMBERS_PREMIUM_PARTITION
+
+if TYPE_CHECKING:
+    import psycopg
+    from confluent_kafka import Message
+
+log = logging.getLogger(__name__)
+
+# One decider at a time, whichever lane: "gremio-members".
+DECISION_LOCK = 0x67_72_65_6D_2D_6D_62
+STATUSES = ("pending", "approved", "rejected")
+
+
+class Rejection(StrEnum):
+    """Why an application was rejected, in the order the rules are checked (DESIGN §5)."""
+
+    ALREADY_MEMBER = "RUT is already a member"
+    PLATE_TAKEN = "plate belongs to another member"
+    FLAGGED = "RUT is flagged in background_flags (antecedentes)"
+    EARLIER_PENDING = "an earlier pending application has the same RUT"
+
+    @property
+    def spanish(self) -> str:
+        """The reason in the guild's words, for the staff's report."""
+        return _SPANISH[self]
+
+
+_SPANISH = {
+    Rejection.ALREADY_MEMBER: "el RUT ya es socio del gremio",
+    Rejection.PLATE_TAKEN: "la patente es de otro socio",
+    Rejection.FLAGGED: "antecedentes",
+    Rejection.EARLIER_PENDING: "ya hay una solicitud anterior pendiente con el mismo RUT",
+}
+
+
+def spanish_reason(reason: str | None) -> str:
+    """A stored reason in Spanish; a reason the rules did not write is shown as it is."""
+    if reason is None:
+        return ""
+    try:
+        return Rejection(reason).spanish
+    except ValueError:
+        return reason
+
+
+@dataclass(frozen=True)
+class Application:
+    id: uuid.UUID
+    first_name: str
+    last_name: str
+    rut: str
+    email: str
+    plate: str
+    premium: bool
+    received_at: datetime
+
+    @property
+    def order(self) -> tuple[datetime, uuid.UUID]:
+        """Received order; the id breaks ties (PostgreSQL orders uuids the same way)."""
+        return (self.received_at, self.id)
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    application: Application
+    rejection: Rejection | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.rejection is None
+
+    @property
+    def status(self) -> str:
+        return "approved" if self.approved else "rejected"
+
+
+@dataclass
+class Registry:
+    """What the rules look at: members, flags, and the applications not yet decided."""
+
+    members: dict[str, str] = field(default_factory=dict)  # rut -> plate
+    flagged: set[str] = field(default_factory=set)
+    pending: dict[str, set[tuple[datetime, uuid.UUID]]] = field(default_factory=dict)  # rut -> orders
+
+    @property
+    def plate_owners(self) -> dict[str, str]:
+        return {plate: rut for rut, plate in self.members.items()}
+
+
+# --- the rules (pure) ---------------------------------------------------------------------------
+
+
+def rejection(app: Application, registry: Registry, plate_owners: Mapping[str, str]) -> Rejection | None:
+    """The first rule that rejects `app`, or None: it is approved."""
+    if app.rut in registry.members:
+        return Rejection.ALREADY_MEMBER
+    owner = plate_owners.get(app.plate)
+    if owner is not None and owner != app.rut:
+        return Rejection.PLATE_TAKEN
+    if app.rut in registry.flagged:
+        return Rejection.FLAGGED
+    if any(order < app.order for order in registry.pending.get(app.rut, ())):
+        return Rejection.EARLIER_PENDING
+    return None
+
+
+def decide(applications: Iterable[Application], registry: Registry) -> list[Decision]:
+    """Decide `applications` in received order; `registry` is updated as each is decided.
+
+    An application stops being pending once decided, and an approval makes a member at
+    once, so a second application with the same RUT later in the batch finds a member, not
+    a pending application.
+    """
+    plate_owners = registry.plate_owners
+    decisions: list[Decision] = []
+    for app in sorted(applications, key=lambda a: a.order):
+        registry.pending.get(app.rut, set()).discard(app.order)
+        reason = rejection(app, registry, plate_owners)
+        if reason is None:
+            registry.members[app.rut] = app.plate
+            plate_owners[app.plate] = app.rut
+        decisions.append(Decision(app, reason))
+    return decisions
+
+
+def summary(decisions: list[Decision]) -> dict[str, Any]:
+    """What a run decided, for its XCom and log: ids only."""
+    return {
+        "approved": [str(d.application.id) for d in decisions if d.approved],
+        "rejected": {str(d.application.id): str(d.rejection) for d in decisions if not d.approved},
+    }
+
+
+# --- months in the guild's time zone ------------------------------------------------------------------
+
+
+def parse_month(text: str) -> date:
+    """`2026-11` → 2026-11-01."""
+    try:
+        year, month = (int(part) for part in text.split("-"))
+        return date(year, month, 1)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a month: expected YYYY-MM, e.g. 2026-11") from None
+
+
+def month_bounds(month: date, timezone: str) -> tuple[datetime, datetime]:
+    """[start, end) of the month in the guild's zone (its first and next month's first instant)."""
+    following = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return day_start(month.replace(day=1), timezone), day_start(following, timezone)
+
+
+def report_month(data_interval_start: datetime, timezone: str, override: str | None = None) -> date:
+    """The month a members_monthly run decides: its data interval is that month, or `override`."""
+    if override:
+        return parse_month(override)
+    return data_interval_start.astimezone(ZoneInfo(timezone)).date().replace(day=1)
+
+
+# --- the database -----------------------------------------------------------------------------------
+
+
+def load_registry(conn: psycopg.Connection, applications: list[Application]) -> Registry:
+    """Members holding the applicants' RUTs or plates, their flags, their undecided applications."""
+    params = {
+        "ruts": sorted({a.rut for a in applications}),
+        "plates": sorted({a.plate for a in applications}),
+    }
+    registry = Registry()
+    for kind, rut, plate, received_at, app_id in conn.execute(query("members_registry"), params):
+        if kind == "member":
+            registry.members[rut] = plate
+        elif kind == "flag":
+            registry.flagged.add(rut)
+        else:
+            registry.pending.setdefault(rut, set()).add((received_at, app_id))
+    return registry
+
+
+def decide_pending(
+    conn: psycopg.Connection,
+    *,
+    premium: bool,
+    decided_by: str,
+    received_from: datetime | None = None,
+    received_until: datetime | None = None,
+    decided_at: datetime | None = None,
+) -> list[Decision]:
+    """Decide the pending applications of one lane (optionally received in [from, until)).
+
+    One transaction under the decision lock: read, decide, record the decisions and the new
+    members. Decided applications are left alone, so running it again decides nothing.
+    """
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (DECISION_LOCK,))
+        rows = conn.execute(
+            query("members_pending"),
+            {"premium": premium, "received_from": received_from, "received_until": received_until},
+        ).fetchall()
+        applications = [Application(*row) for row in rows]
+        if not applications:
+            return []
+        decisions = decide(applications, load_registry(conn, applications))
+        _record(conn, decisions, decided_by, decided_at or now_utc())
+    for d in decisions:
+        a = d.application
+        log.info(
+            "%s %s application %s: %s (%s, %s)%s",
+            d.status,
+            "premium" if a.premium else "regular",
+            a.id,
+            a.name,
+            a.rut,
+            a.plate,
+            f": {d.rejection}" if d.rejection else "",
+        )
+    return decisions
+
+
+def _record(conn: psycopg.Connection, decisions: list[Decision], decided_by: str, decided_at: datetime) -> None:
+    conn.execute(
+        query("members_record_decisions"),
+        {
+            "ids": [d.application.id for d in decisions],
+            "statuses": [d.status for d in decisions],
+            "reasons": [None if d.approved else str(d.rejection) for d in decisions],
+            "decided_at": decided_at,
+            "decided_by": decided_by,
+        },
+    )
+    approved = [d.application.id for d in decisions if d.approved]
+    if not approved:
+        return
+    added = conn.execute(query("members_insert"), {"ids": approved}).fetchall()
+    if len(added) != len(approved):
+        # Someone wrote `members` outside the lock between the read and now: decide afresh.
+        raise RuntimeError(
+            f"{len(approved) - len(added)} approved applications clash with members added meanwhile;"
+            " nothing was recorded, the next try decides again"
+        )
+
+
+def month_decisions(conn: psycopg.Connection, month: date, timezone: str) -> list[dict[str, Any]]:
+    """The month's decided applications, approved first, each in received order (report rows)."""
+    start, end = month_bounds(month, timezone)
+    cur = conn.execute(query("members_report"), {"month_start": start, "month_end": end})
+    names = [c.name for c in cur.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+# --- the AssetWatcher's apply_function (runs in the triggerer) ------------------------------------------
+
+
+def premium_notice(message: Message) -> dict[str, Any] | None:
+    """A record on members p1 (premium) becomes an asset event; anything else is passed over.
+
+    The payload is where the record is, not what it says: the run drains and decides every
+    pending premium application anyway, and the asset event (shown in the UI) carries no
+    personal data.
+    """
+    if message.error() is not None or message.partition() != MEMBERS_PREMIUM_PARTITION:
+        return None
+    return {"topic": message.topic(), "partition": message.partition(), "offset": message.offset()}
+
+
+# --- the `gremio` commands ----------------------------------------------------------------------------
+
+
+def flag_rut(rut: str, reason: str, remove: bool = False) -> int:
+    """`gremio flag RUT --reason ... [--remove]`: antecedentes that reject the RUT's applications."""
+    from gremio.records import normalize_rut
+
+    try:
+        rut = normalize_rut(rut)
+    except ValueError as exc:
+        print(f"gremio flag: {exc}")
+        return 2
+    reason = " ".join(reason.split())
+    if not remove and not reason:
+        print("gremio flag: --reason must say why")
+        return 2
+    with connect() as conn:
+        if remove:
+            gone = conn.execute("delete from background_flags where rut = %s returning rut", (rut,)).fetchone()
+            print(f"{rut}: flag lifted" if gone else f"{rut}: was not flagged")
+            return 0
+        conn.execute(query("members_flag"), {"rut": rut, "reason": reason})
+        member = conn.execute("select plate from members where rut = %s", (rut,)).fetchone()
+        pending = conn.execute(
+            "select count(*) from member_applications where rut = %s and status = 'pending'", (rut,)
+        ).fetchone()[0]
+    print(f"{rut}: flagged ({reason}); {pending} pending application(s) will be rejected when decided")
+    if member:
+        print(f"note: {rut} is already a member (cart {member[0]}); a flag does not undo a membership")
+    return 0
+
+
+def print_applications(status: str | None = None, month: str | None = None, limit: int = 200) -> int:
+    """`gremio applications`: the applications, newest last, with their status and reason."""
+    from rich.table import Table
+
+    settings = get_settings()
+    tz = ZoneInfo(settings.guild_timezone)
+    params: dict[str, Any] = {"status": status, "month_start": None, "month_end": None, "limit": limit or None}
+    if month:
+        try:
+            params["month_start"], params["month_end"] = month_bounds(parse_month(month), settings.guild_timezone)
+        except ValueError as exc:
+            print(f"gremio applications: {exc}")
+            return 2
+    with connect() as conn:
+        rows = conn.execute(query("members_applications_list"), params).fetchall()
+    title = "Applications" + (f" received in {month}" if month else "") + (f", {status}" if status else "")
+    table = Table(title=f"{title} ({len(rows)}; times in {settings.guild_timezone})")
+    for column in ("received", "lane", "RUT", "name", "plate", "status", "reason", "decided"):
+        table.add_column(column, no_wrap=column not in ("name", "reason"))
+    styles = {"approved": "green", "rejected": "red", "pending": "yellow"}
+    for received_at, premium, rut, name, plate, state, reason, decided_at in rows:
+        table.add_row(
+            _local(received_at, tz),
+            "premium" if premium else "regular",
+            rut,
+            name,
+            plate,
+            f"[{styles[state]}]{state}[/]",
+            reason or "",
+            _local(decided_at, tz),
+        )
+    _console().print(table)
+    if not rows:
+        print("no applications" + (" match" if status or month else " yet"))
+    return 0
+
+
+def print_members() -> int:
+    """`gremio members`: the guild's members, oldest first."""
+    from rich.table import Table
+
+    settings = get_settings()
+    tz = ZoneInfo(settings.guild_timezone)
+    with connect() as conn:
+        rows = conn.execute(query("members_list")).fetchall()
+    premium = sum(1 for row in rows if row[4])
+    table = Table(
+        title=f"Members ({len(rows)}, {premium} premium; times in {settings.guild_timezone})"
+    )
+    for column in ("approved", "RUT", "name", "plate", "lane", "email"):
+        table.add_column(column, no_wrap=column != "name")
+    for approved_at, rut, name, plate, is_premium, email in rows:
+        table.add_row(_local(approved_at, tz), rut, name, plate, "premium" if is_premium else "regular", email)
+    _console().print(table)
+    return 0
+
+
+def _local(moment: datetime | None, tz: ZoneInfo) -> str:
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped into a file or another program: the whole table, not cut to 80 columns.
+    console = Console()
+    return console if console.is_terminal else Console(width=200)

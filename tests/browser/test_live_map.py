@@ -1,0 +1,126 @@
+"""The live map (the location service's `/`) in Chromium, fed by the real service.
+
+Carts ping through Kafka; the service (run loop in a thread, short TTL) serves the page and
+/v1/live; the page must show each cart with its plate and seconds since seen, the fugitive
+reports and the alerts, and drop a cart once it has been silent past the TTL.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+
+from playwright.sync_api import expect
+
+from gremio import records as r
+from tests.integration.test_locations import (  # members is a fixture
+    Instance,
+    members,  # noqa: F401
+    new_plate,
+    now,
+    position,
+    send,
+)
+from tests.support import wait_for
+
+TTL_SECONDS = 6.0
+PING_SECONDS = 0.5
+
+
+class Pinger:
+    """Carts that ping their position from a thread until told to stop, one by one."""
+
+    def __init__(self, carts: dict[str, tuple[float, float]]) -> None:
+        self.carts = dict(carts)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pinger", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            with self._lock:
+                pings = [position(plate, lat, lon) for plate, (lat, lon) in self.carts.items()]
+            if pings:
+                send(*pings)
+            self._done.wait(PING_SECONDS)
+
+    def silence(self, plate: str) -> None:
+        with self._lock:
+            del self.carts[plate]
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(30)
+
+
+def report(lat: float, lon: float, description: str | None, plate: str | None = None) -> r.FugitiveReport:
+    return r.FugitiveReport(
+        id=uuid.uuid4(), lat=lat, lon=lon, description=description, plate=plate, received_at=now()
+    )
+
+
+def test_carts_reports_and_alerts_show_and_a_silent_cart_disappears(members, phone, artifacts):  # noqa: F811
+    maria, juan, stranger = new_plate(), new_plate(), new_plate()
+    members(maria, juan)  # registered before the service starts, so it knows them at once
+    instance = Instance(f"test-live-map-{uuid.uuid4()}", live_ttl_seconds=TTL_SECONDS)
+    pinger = None
+    try:
+        assert instance.runner.assigned.wait(60), "partition assignment"
+        pinger = Pinger(
+            {maria: (-33.4372, -70.6506), juan: (-33.4262, -70.6185), stranger: (-33.4525, -70.6652)}
+        )
+        # Reports after the carts are live, so each report has its nearest cart.
+        wait_for(lambda: {maria, juan, stranger} <= set(instance.carts()), what="the carts on /v1/live")
+        prank = report(-33.4440, -70.6395, '<img src="x" onerror="document.title=1">')
+        seen = report(-33.4518, -70.6641, "Carrito amarillo frente al metro, sin credencial", plate=stranger)
+        send(prank)
+        send(seen)
+
+        page, _ = phone()
+        page.goto(f"http://127.0.0.1:{instance.server.port}/")
+        expect(page).to_have_title(re.compile("Mapa en vivo"))
+        for plate in (maria, juan, stranger):
+            marker = page.locator(f'g.marker-cart[data-plate="{plate}"]')
+            expect(marker).to_be_visible()
+            expect(marker.locator(".marker-label")).to_have_text(re.compile(rf"^{plate}\s*\d+ s$"))
+        expect(page.locator(f'g.marker-cart[data-plate="{maria}"]')).to_have_class(
+            re.compile(r"\bregistered\b")
+        )
+        expect(page.locator(f'g.marker-cart[data-plate="{stranger}"]')).to_have_class(
+            re.compile(r"\bunregistered\b")
+        )
+        expect(page.locator(f'#cart-list li[data-plate="{maria}"]')).to_contain_text(f"Maestra {maria}")
+        expect(page.locator("#live-status")).to_have_text("En vivo")
+
+        for fugitive in (prank, seen):
+            expect(page.locator(f'g.marker-report[data-report-id="{fugitive.id}"]')).to_be_attached()
+        seen_item = page.locator(f'#report-list li[data-report-id="{seen.id}"]')
+        expect(seen_item).to_contain_text("Carrito amarillo frente al metro, sin credencial")
+        expect(seen_item).to_contain_text(f"Patente {stranger}")
+        expect(seen_item).to_contain_text(re.compile(r"Carrito más cercano: \w{6} a \d+ m"))
+        # Text from the public is shown as text, never as markup.
+        prank_item = page.locator(f'#report-list li[data-report-id="{prank.id}"]')
+        expect(prank_item).to_contain_text('<img src="x" onerror="document.title=1">')
+        expect(page.locator('img[src="x"]')).to_have_count(0)
+        alerts = page.locator("#alert-list")
+        expect(alerts).to_contain_text("Reporte fugitivo")
+        expect(alerts.locator("li", has_text="Carrito no registrado")).to_contain_text(stranger)
+
+        # The seconds count up between pings (and are reset by each one): never past the TTL.
+        page.wait_for_timeout(2500)  # a second poll, so the screenshot shows settled labels
+        page.screenshot(path=artifacts / "live-map.png")
+        page.screenshot(path=artifacts / "live-map-full.png", full_page=True)
+
+        pinger.silence(stranger)
+        gone = page.locator(f'g.marker-cart[data-plate="{stranger}"]')
+        expect(gone).to_have_count(0, timeout=(TTL_SECONDS + 20) * 1000)
+        expect(page.locator(f'#cart-list li[data-plate="{stranger}"]')).to_have_count(0)
+        for plate in (maria, juan):
+            expect(page.locator(f'g.marker-cart[data-plate="{plate}"]')).to_be_visible()
+        expect(page.locator("#count-carts")).to_have_text("2")
+    finally:
+        if pinger:
+            pinger.stop()
+        instance.stop()

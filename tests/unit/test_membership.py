@@ -1,0 +1,237 @@
+"""The membership rules (gremio.membership): decisions, months, the watcher's filter, the report."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gremio import membership_report
+from gremio.membership import (
+    Application,
+    Registry,
+    Rejection,
+    decide,
+    month_bounds,
+    parse_month,
+    premium_notice,
+    report_month,
+    spanish_reason,
+    summary,
+)
+
+SCL = ZoneInfo("America/Santiago")
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=SCL)
+
+
+def app(rut: str, plate: str, minutes: int = 0, premium: bool = False, n: int | None = None) -> Application:
+    """An application received `minutes` after T0; `n` fixes its id (ties are broken by id)."""
+    ident = uuid.UUID(int=n) if n is not None else uuid.uuid4()
+    return Application(
+        ident, "Ana", f"Pérez {rut}", rut, "ana@example.cl", plate, premium, T0 + timedelta(minutes=minutes)
+    )
+
+
+def outcome(decisions) -> list[tuple[str, Rejection | None]]:
+    return [(d.application.rut, d.rejection) for d in decisions]
+
+
+def test_a_clean_application_is_approved_and_becomes_a_member_for_the_next_ones():
+    registry = Registry()
+    (decision,) = decide([app("1-9", "BBCL12")], registry)
+    assert decision.approved and decision.status == "approved"
+    assert registry.members == {"1-9": "BBCL12"}
+
+
+@pytest.mark.parametrize(
+    ("registry", "expected"),
+    [
+        (Registry(members={"1-9": "ZZZZ99"}), Rejection.ALREADY_MEMBER),
+        (Registry(members={"2-7": "BBCL12"}), Rejection.PLATE_TAKEN),
+        (Registry(flagged={"1-9"}), Rejection.FLAGGED),
+        (Registry(pending={"1-9": {(T0 - timedelta(days=3), uuid.uuid4())}}), Rejection.EARLIER_PENDING),
+    ],
+    ids=["already a member", "plate taken", "flagged", "earlier pending"],
+)
+def test_each_rule_rejects_with_its_reason(registry, expected):
+    (decision,) = decide([app("1-9", "BBCL12")], registry)
+    assert decision.rejection is expected
+    assert decision.status == "rejected"
+    assert "1-9" not in registry.members or expected is Rejection.ALREADY_MEMBER
+
+
+def test_the_rules_are_checked_in_the_designs_order():
+    everything = Registry(
+        members={"1-9": "ZZZZ99", "2-7": "BBCL12"},
+        flagged={"1-9", "3-5", "5-1"},
+        pending={rut: {(T0 - timedelta(days=1), uuid.uuid4())} for rut in ("1-9", "3-5", "5-1", "6-K")},
+    )
+    batch = [app("1-9", "BBCL12", 0), app("3-5", "BBCL12", 1), app("5-1", "XXYY11", 2), app("6-K", "XXYY22", 3)]
+    assert outcome(decide(batch, everything)) == [
+        ("1-9", Rejection.ALREADY_MEMBER),
+        ("3-5", Rejection.PLATE_TAKEN),
+        ("5-1", Rejection.FLAGGED),
+        ("6-K", Rejection.EARLIER_PENDING),
+    ]
+
+
+def test_a_members_own_plate_is_not_another_members():
+    (decision,) = decide([app("1-9", "BBCL12")], Registry(members={"1-9": "BBCL12"}))
+    assert decision.rejection is Rejection.ALREADY_MEMBER
+
+
+def test_a_later_pending_application_does_not_block_an_earlier_one():
+    later = {(T0 + timedelta(days=3), uuid.uuid4())}
+    (decision,) = decide([app("1-9", "BBCL12")], Registry(pending={"1-9": later}))
+    assert decision.approved
+
+
+def test_duplicates_in_one_batch_the_first_received_wins():
+    first, second = app("1-9", "BBCL12", 5), app("1-9", "CCDF34", 9)
+    registry = Registry(pending={"1-9": {first.order, second.order}})
+    decisions = decide([second, first], registry)  # given out of order
+    assert [d.application for d in decisions] == [first, second]
+    assert outcome(decisions) == [("1-9", None), ("1-9", Rejection.ALREADY_MEMBER)]
+    assert registry.pending["1-9"] == set(), "decided applications are no longer pending"
+
+
+def test_a_duplicate_after_a_rejection_is_decided_on_its_own():
+    taken, fixed = app("1-9", "BBCL12", 1), app("1-9", "CCDF34", 2)
+    registry = Registry(members={"2-7": "BBCL12"}, pending={"1-9": {taken.order, fixed.order}})
+    assert outcome(decide([taken, fixed], registry)) == [("1-9", Rejection.PLATE_TAKEN), ("1-9", None)]
+
+
+def test_two_applicants_for_one_plate_the_first_received_gets_it():
+    decisions = decide([app("3-5", "BBCL12", 2), app("1-9", "BBCL12", 1)], Registry())
+    assert outcome(decisions) == [("1-9", None), ("3-5", Rejection.PLATE_TAKEN)]
+
+
+def test_ties_in_received_at_are_broken_by_id():
+    a, b = app("1-9", "BBCL12", 0, n=2), app("3-5", "BBCL12", 0, n=1)
+    assert outcome(decide([a, b], Registry())) == [("3-5", None), ("1-9", Rejection.PLATE_TAKEN)]
+
+
+def test_deciding_is_deterministic():
+    batch = [app(f"{i}-{i}", f"BBCL{10 + i % 3}", i % 4, n=i) for i in range(12)]
+    first = outcome(decide(batch, Registry(flagged={"5-5"})))
+    again = outcome(decide(list(reversed(batch)), Registry(flagged={"5-5"})))
+    assert first == again
+
+
+def test_summary_names_ids_only():
+    a, b = app("1-9", "BBCL12", 0, n=1), app("1-9", "CCDF34", 1, n=2)
+    assert summary(decide([a, b], Registry())) == {
+        "approved": [str(uuid.UUID(int=1))],
+        "rejected": {str(uuid.UUID(int=2)): "RUT is already a member"},
+    }
+
+
+def test_reasons_in_spanish_for_the_staff():
+    assert spanish_reason(str(Rejection.FLAGGED)) == "antecedentes"
+    assert spanish_reason("decided by hand: fake papers") == "decided by hand: fake papers"
+    assert spanish_reason(None) == ""
+
+
+# --- months -------------------------------------------------------------------------------------
+
+
+def test_month_bounds_are_santiago_midnights():
+    start, end = month_bounds(date(2026, 11, 1), "America/Santiago")
+    assert start == datetime(2026, 11, 1, 3, 0, tzinfo=UTC)  # summer time, UTC-3
+    assert end == datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+    assert month_bounds(date(2026, 12, 1), "America/Santiago")[1] == datetime(2027, 1, 1, 3, tzinfo=UTC)
+
+
+def test_a_month_whose_first_midnight_does_not_exist_starts_at_the_jump():
+    # 2024-09-01 was the first Sunday of September: clocks went from 00:00 to 01:00.
+    start, _ = month_bounds(date(2024, 9, 1), "America/Santiago")
+    assert start == datetime(2024, 9, 1, 4, 0, tzinfo=UTC)
+    _, august_end = month_bounds(date(2024, 8, 1), "America/Santiago")
+    assert august_end == start
+
+
+def test_the_run_reports_its_data_interval_month_unless_told_otherwise():
+    interval_start = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)  # 2026-11-01 00:00 in Santiago
+    assert report_month(interval_start, "America/Santiago") == date(2026, 11, 1)
+    assert report_month(interval_start, "America/Santiago", "2025-02") == date(2025, 2, 1)
+
+
+@pytest.mark.parametrize("text", ["2026-13", "2026", "noviembre", "2026-11-01"])
+def test_a_month_must_be_year_dash_month(text):
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        parse_month(text)
+
+
+# --- the watcher's apply_function ---------------------------------------------------------------
+
+
+class Message:
+    """The three things premium_notice reads of a confluent_kafka.Message."""
+
+    def __init__(self, partition: int, offset: int = 7, error: object = None) -> None:
+        self._partition, self._offset, self._error = partition, offset, error
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def topic(self) -> str:
+        return "members"
+
+    def error(self) -> object:
+        return self._error
+
+
+def test_premium_notice_fires_for_partition_1_only():
+    assert premium_notice(Message(1, 41)) == {"topic": "members", "partition": 1, "offset": 41}
+    assert premium_notice(Message(0, 41)) is None
+    assert premium_notice(Message(1, 41, error="broker down")) is None
+
+
+# --- the report files ------------------------------------------------------------------------------
+
+
+ROWS = [
+    {
+        "id": uuid.UUID(int=1),
+        "status": "approved",
+        "premium": True,
+        "rut": "12345678-5",
+        "name": "Juana Pérez",
+        "plate": "BBCL12",
+        "received_at": datetime(2026, 11, 3, 12, 30, 15, tzinfo=UTC),
+        "reason": None,
+    },
+    {
+        "id": uuid.UUID(int=2),
+        "status": "rejected",
+        "premium": False,
+        "rut": "7654321-6",
+        "name": "Luis Soto, hijo",
+        "plate": "AB1234",
+        "received_at": datetime(2026, 11, 30, 23, 0, tzinfo=UTC),
+        "reason": "RUT is flagged in background_flags (antecedentes)",
+    },
+]
+
+
+def test_csv_lists_decisions_in_santiago_time():
+    assert membership_report.render_csv(date(2026, 11, 1), ROWS, "America/Santiago").decode() == (
+        "month,status,premium,rut,name,plate,received_at,reason,application_id\n"
+        "2026-11,approved,true,12345678-5,Juana Pérez,BBCL12,2026-11-03T09:30:15-03:00,,"
+        "00000000-0000-0000-0000-000000000001\n"
+        '2026-11,rejected,false,7654321-6,"Luis Soto, hijo",AB1234,2026-11-30T20:00:00-03:00,'
+        "RUT is flagged in background_flags (antecedentes),00000000-0000-0000-0000-000000000002\n"
+    )
+
+
+def test_txt_is_for_people_and_says_when_a_section_is_empty():
+    text = membership_report.render_txt(date(2026, 11, 1), ROWS[1:], "America/Santiago").decode()
+    assert text.startswith("GREMIO DE SOPAIPILLEROS · Nuevos socios del mes\nNoviembre de 2026 ")
+    assert "Nuevos socios: 0 (0 premium) · Rechazadas: 1 · Solicitudes decididas: 1" in text
+    assert "Ningún socio nuevo este mes." in text
+    assert "Luis Soto, hijo  7654321-6  AB1234   regular  30-11-2026 20:00  antecedentes" in text
