@@ -2,6 +2,10 @@
 # Create the project's virtualenv; on Debian/Ubuntu install python3-venv first if needed.
 set -euo pipefail
 python="$1" venv="$2"
+if ! "$python" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; then
+  echo "gremio: needs Python 3.11 to 3.13; $python is $("$python" --version 2>&1). Set PYTHON=python3.12 (say) for make." >&2
+  exit 1
+fi
 if "$python" -m venv "$venv" 2>/dev/null; then exit 0; fi
 rm -rf "$venv"
 pkg="python3-venv"

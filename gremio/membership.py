@@ -256,7 +256,9 @@ def decide_pending(
     return decisions
 
 
-def _record(conn: psycopg.Connection, decisions: list[Decision], decided_by: str, decided_at: datetime) -> None:
+def _record(
+    conn: psycopg.Connection, decisions: list[Decision], decided_by: str, decided_at: datetime
+) -> None:
     conn.execute(
         query("members_record_decisions"),
         {
@@ -320,7 +322,9 @@ def flag_rut(rut: str, reason: str, remove: bool = False) -> int:
         return 2
     with connect() as conn:
         if remove:
-            gone = conn.execute("delete from background_flags where rut = %s returning rut", (rut,)).fetchone()
+            gone = conn.execute(
+                "delete from background_flags where rut = %s returning rut", (rut,)
+            ).fetchone()
             print(f"{rut}: flag lifted" if gone else f"{rut}: was not flagged")
             return 0
         conn.execute(query("members_flag"), {"rut": rut, "reason": reason})
@@ -340,10 +344,17 @@ def print_applications(status: str | None = None, month: str | None = None, limi
 
     settings = get_settings()
     tz = ZoneInfo(settings.guild_timezone)
-    params: dict[str, Any] = {"status": status, "month_start": None, "month_end": None, "limit": limit or None}
+    params: dict[str, Any] = {
+        "status": status,
+        "month_start": None,
+        "month_end": None,
+        "limit": limit or None,
+    }
     if month:
         try:
-            params["month_start"], params["month_end"] = month_bounds(parse_month(month), settings.guild_timezone)
+            params["month_start"], params["month_end"] = month_bounds(
+                parse_month(month), settings.guild_timezone
+            )
         except ValueError as exc:
             print(f"gremio applications: {exc}")
             return 2
@@ -380,13 +391,13 @@ def print_members() -> int:
     with connect() as conn:
         rows = conn.execute(query("members_list")).fetchall()
     premium = sum(1 for row in rows if row[4])
-    table = Table(
-        title=f"Members ({len(rows)}, {premium} premium; times in {settings.guild_timezone})"
-    )
+    table = Table(title=f"Members ({len(rows)}, {premium} premium; times in {settings.guild_timezone})")
     for column in ("approved", "RUT", "name", "plate", "lane", "email"):
         table.add_column(column, no_wrap=column != "name")
     for approved_at, rut, name, plate, is_premium, email in rows:
-        table.add_row(_local(approved_at, tz), rut, name, plate, "premium" if is_premium else "regular", email)
+        table.add_row(
+            _local(approved_at, tz), rut, name, plate, "premium" if is_premium else "regular", email
+        )
     _console().print(table)
     return 0
 

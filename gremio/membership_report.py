@@ -21,14 +21,26 @@ from gremio.membership import spanish_reason
 from gremio.reports import MONTHS, cl_int, write_atomic
 from gremio.settings import Settings, get_settings
 
-CSV_COLUMNS = ("month", "status", "premium", "rut", "name", "plate", "received_at", "reason", "application_id")
+CSV_COLUMNS = (
+    "month",
+    "status",
+    "premium",
+    "rut",
+    "name",
+    "plate",
+    "received_at",
+    "reason",
+    "application_id",
+)
 
 
 def members_dir(reports_dir: Path) -> Path:
     return reports_dir / "members"
 
 
-def write_monthly(month: date, rows: Sequence[dict[str, Any]], settings: Settings | None = None) -> list[Path]:
+def write_monthly(
+    month: date, rows: Sequence[dict[str, Any]], settings: Settings | None = None
+) -> list[Path]:
     """Write the month's .txt and .csv under settings.reports_dir; returns their paths."""
     settings = settings or get_settings()
     tz = settings.guild_timezone

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from consumers.locations.web import LiveServer
 from gremio.settings import REPO_ROOT
@@ -41,6 +41,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+# The machine is shared and slow at times: give the page time, never a fixed deadline.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(autouse=True)

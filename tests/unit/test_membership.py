@@ -68,7 +68,12 @@ def test_the_rules_are_checked_in_the_designs_order():
         flagged={"1-9", "3-5", "5-1"},
         pending={rut: {(T0 - timedelta(days=1), uuid.uuid4())} for rut in ("1-9", "3-5", "5-1", "6-K")},
     )
-    batch = [app("1-9", "BBCL12", 0), app("3-5", "BBCL12", 1), app("5-1", "XXYY11", 2), app("6-K", "XXYY22", 3)]
+    batch = [
+        app("1-9", "BBCL12", 0),
+        app("3-5", "BBCL12", 1),
+        app("5-1", "XXYY11", 2),
+        app("6-K", "XXYY22", 3),
+    ]
     assert outcome(decide(batch, everything)) == [
         ("1-9", Rejection.ALREADY_MEMBER),
         ("3-5", Rejection.PLATE_TAKEN),
