@@ -98,7 +98,7 @@ def cmd_flag(args: argparse.Namespace) -> int:
 def cmd_applications(args: argparse.Namespace) -> int:
     from gremio.membership import print_applications
 
-    return print_applications(status=args.status, month=args.month)
+    return print_applications(status=args.status, month=args.month, limit=args.limit)
 
 
 def cmd_members(args: argparse.Namespace) -> int:
@@ -142,13 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--speedup", type=float, default=1.0, help="run the clock this many times faster")
 
     flag = add("flag", cmd_flag, "flag a RUT in background_flags (antecedentes)")
-    flag.add_argument("rut")
-    flag.add_argument("--reason", default="antecedentes")
+    flag.add_argument("rut", help="the RUT, written any usual way (12.345.678-5)")
+    flag.add_argument("--reason", default="antecedentes", help="why, for the staff (default: antecedentes)")
     flag.add_argument("--remove", action="store_true", help="lift the flag instead")
 
     apps = add("applications", cmd_applications, "list member applications and their status")
     apps.add_argument("--status", choices=["pending", "approved", "rejected"], default=None)
-    apps.add_argument("--month", default=None, help="YYYY-MM, in Santiago time")
+    apps.add_argument("--month", default=None, help="received in this month, YYYY-MM, in Santiago time")
+    apps.add_argument("--limit", type=int, default=200, help="the newest this many (0: all; default 200)")
 
     add("members", cmd_members, "list the guild's members")
     return parser

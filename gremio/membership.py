@@ -22,6 +22,7 @@ it by its dotted path.
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -314,11 +315,11 @@ def flag_rut(rut: str, reason: str, remove: bool = False) -> int:
     try:
         rut = normalize_rut(rut)
     except ValueError as exc:
-        print(f"gremio flag: {exc}")
+        print(f"gremio flag: {exc}", file=sys.stderr)
         return 2
     reason = " ".join(reason.split())
     if not remove and not reason:
-        print("gremio flag: --reason must say why")
+        print("gremio flag: --reason must say why", file=sys.stderr)
         return 2
     with connect() as conn:
         if remove:
@@ -356,10 +357,13 @@ def print_applications(status: str | None = None, month: str | None = None, limi
                 parse_month(month), settings.guild_timezone
             )
         except ValueError as exc:
-            print(f"gremio applications: {exc}")
+            print(f"gremio applications: {exc}", file=sys.stderr)
             return 2
     with connect() as conn:
         rows = conn.execute(query("members_applications_list"), params).fetchall()
+    if not rows:
+        print("no applications" + (" match" if status or month else " yet"))
+        return 0
     title = "Applications" + (f" received in {month}" if month else "") + (f", {status}" if status else "")
     table = Table(title=f"{title} ({len(rows)}; times in {settings.guild_timezone})")
     for column in ("received", "lane", "RUT", "name", "plate", "status", "reason", "decided"):
@@ -377,8 +381,6 @@ def print_applications(status: str | None = None, month: str | None = None, limi
             _local(decided_at, tz),
         )
     _console().print(table)
-    if not rows:
-        print("no applications" + (" match" if status or month else " yet"))
     return 0
 
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     postgres_port: int = 5433
     airflow_port: int = 8080
+    # Airflow's log servers (the scheduler's task logs, the triggerer's), on loopback.
+    airflow_worker_log_port: int = 8793
+    airflow_trigger_log_port: int = 8794
     api_port: int = 8000
     live_port: int = 8001
     stock_metrics_port: int = 8002
@@ -95,6 +98,7 @@ class Settings(BaseSettings):
     fugitive_match_radius_m: float = 100.0
     alert_suppress_seconds: float = 300.0
     members_refresh_seconds: float = 30.0
+    live_group_id: str = "location-tracker"
     # A killed instance's partitions (and its carts) move on after this long (librdkafka: 45 s);
     # the broker refuses less than its group.min.session.timeout.ms, 6 s by default.
     live_session_timeout_seconds: float = Field(default=10.0, ge=6)

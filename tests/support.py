@@ -1,17 +1,36 @@
-"""Helpers for tests that read what really landed on Kafka and in PostgreSQL."""
+"""Helpers for tests that read what really landed on Kafka and in PostgreSQL, and that run the
+real services (consumers, the API under gunicorn) as child processes to break them."""
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from gremio import kafka as gk
 from gremio import topics as t
-from gremio.settings import get_settings
+from gremio.settings import REPO_ROOT, get_settings
+from gremio.stack.system import free_port
 
 T = TypeVar("T")
 
@@ -115,3 +134,311 @@ def produce(
     """Produce one record and wait for its acknowledgement."""
     prod = gk.producer()
     return gk.produce_all(prod, [(topic, key, value, headers or [], partition)])[0]
+
+
+# --- plates and consumer groups ------------------------------------------------------------------
+
+CONSONANTS = "BCDFGHJKLPRSTVWXYZ"
+
+
+def new_plate(rng: random.Random | None = None) -> str:
+    """A random new-format plate (four consonants, two digits): in practice, one no other test uses."""
+    rng = rng or random.Random()
+    return "".join(rng.choice(CONSONANTS) for _ in range(4)) + f"{rng.randrange(100):02d}"
+
+
+def commit_at_end(group: str, topics: Iterable[str] = (t.SALES.name,)) -> dict[tuple[str, int], int]:
+    """Commit `group`'s offsets at the current end of `topics`, so it reads only what follows."""
+    ends = high_watermarks(topics)
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(tp, p, o) for (tp, p), o in ends.items()])
+    admin = gk.admin()  # kept alive until the futures resolve
+    for future in admin.alter_consumer_group_offsets([request]).values():
+        future.result(timeout=60)
+    return ends
+
+
+def committed(group: str) -> dict[tuple[str, int], int]:
+    """`group`'s committed offsets."""
+    admin = gk.admin()
+    [future] = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
+    return {(p.topic, p.partition): p.offset for p in future.result(timeout=60).topic_partitions}
+
+
+# --- HTTP and Prometheus text ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer; status 0 when there was no answer at all (refused, reset, timed out)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(
+    method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None, timeout: float = 15
+) -> Answer:
+    """One request on a fresh connection; a JSON `body` is sent as application/json."""
+    data = None
+    headers = dict(headers or {})
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        raise ValueError(f"tests talk to loopback servers only, not {url}")
+    request = urllib.request.Request(url, data, headers, method=method)  # noqa: S310 - loopback http only
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return Answer(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code, dict(exc.headers), exc.read())
+    except OSError:
+        return Answer(0, {}, b"")
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The sum of `name`'s samples whose labels include `labels`; None when there are none."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total, found = total + float(value), True
+    return total if found else None
+
+
+# --- real processes: the consumer services and the API under gunicorn ---------------------------
+
+
+class ServiceProcess:
+    """`python -m MODULE` as a real child process in its own session, logging to a file."""
+
+    name = "service"
+
+    def __init__(self, module: str, log: Path, metrics_port: int, env: Mapping[str, str]) -> None:
+        self.log = log
+        self.metrics_port = metrics_port
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", module],
+                cwd=REPO_ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """A metric's value summed over matching labels; None when it has no samples or no answer."""
+        answer = http("GET", f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
+        return metric_value(answer.body.decode(), name, **labels) if answer.status == 200 else None
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} did not exit; its log:\n{self.output()[-5000:]}") from None
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, and its exit status once it has finished."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as in a crash."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class StockProcess(ServiceProcess):
+    """`python -m consumers.stock` in consumer group `group`, /metrics on a free port."""
+
+    name = "stock service"
+
+    def __init__(self, log: Path, group: str, **env: str) -> None:
+        port = free_port()
+        settings = {
+            "STOCK_GROUP_ID": group,
+            "STOCK_METRICS_PORT": str(port),
+            "STOCK_SESSION_TIMEOUT_SECONDS": "6",
+        }
+        super().__init__("consumers.stock", log, port, {**settings, **env})
+
+
+class LocationsProcess(ServiceProcess):
+    """`python -m consumers.locations` in consumer group `group`, /v1/live on a free port."""
+
+    name = "location service"
+
+    def __init__(self, log: Path, group: str, **env: str) -> None:
+        port = free_port()
+        settings = {"LIVE_GROUP_ID": group, "LIVE_PORT": str(port), "LIVE_SESSION_TIMEOUT_SECONDS": "6"}
+        super().__init__("consumers.locations", log, port, {**settings, **env})
+
+    def live(self) -> dict[str, list[dict[str, Any]]] | None:
+        """GET /v1/live, or None while the service does not answer."""
+        answer = http("GET", f"http://127.0.0.1:{self.metrics_port}/v1/live", timeout=10)
+        return answer.json() if answer.status == 200 else None
+
+    def carts(self) -> dict[str, dict[str, Any]]:
+        return {cart["plate"]: cart for cart in (self.live() or {"carts": []})["carts"]}
+
+
+class Services:
+    """The service processes one test started, numbered in its folder; `kill_all()` at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[ServiceProcess] = []
+
+    def stock(self, group: str, **env: str) -> StockProcess:
+        return self._add(StockProcess(self.folder / f"stock-{len(self.started)}.log", group, **env))
+
+    def locations(self, group: str, **env: str) -> LocationsProcess:
+        return self._add(LocationsProcess(self.folder / f"locations-{len(self.started)}.log", group, **env))
+
+    def _add(self, process: ServiceProcess) -> Any:
+        self.started.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            process.kill()
+
+
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+class ApiServer:
+    """The ingest API as `make up` runs it: gunicorn with the repo's config, on a free port.
+
+    `env` overrides settings (API_WORKERS, DELIVERY_TIMEOUT_SECONDS, RATE_LIMIT_REPORTS...).
+    Use it as a context manager: whatever is still running at the end is killed.
+    """
+
+    def __init__(self, log: Path, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        settings = {
+            "API_PORT": str(self.port),
+            "BIND_HOST": "127.0.0.1",
+            "API_WORKERS": "2",
+            "API_THREADS": "4",
+        }
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(GUNICORN), "-c", "ingest_api/gunicorn_conf.py", "ingest_api:create_app()"],
+                cwd=REPO_ROOT, env={**os.environ, **settings, **env}, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+
+    def __enter__(self) -> ApiServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60) -> ApiServer:
+        """Until /readyz says 200; fails with gunicorn's log if it exits instead."""
+        wait_for(
+            lambda: self.get("/readyz").status == 200 or self.proc.poll() is not None,
+            timeout=timeout,
+            what="gunicorn's /readyz",
+        )
+        assert self.proc.poll() is None, self.output()[-5000:]
+        return self
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> Answer:
+        return http("GET", self.base + path, headers=headers, timeout=5)
+
+    def post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Answer:
+        return http("POST", self.base + path, body, headers)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM (in-flight requests finish, producers flush) and gunicorn's exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+# --- approved members ----------------------------------------------------------------------------
+
+
+class Members:
+    """Plates a test registers as approved members (master "Maestra PLATE"); `remove()` at the end."""
+
+    def __init__(self) -> None:
+        self.plates: list[str] = []
+        self._rng = random.Random()
+
+    def __call__(self, *plates: str) -> None:
+        from stdnum.cl import rut as stdnum_rut
+
+        from gremio import db
+
+        with db.connect() as conn:
+            for plate in plates:
+                body = str(self._rng.randrange(10_000_000, 25_000_000))
+                rut = f"{body}-{stdnum_rut.calc_check_digit(body)}"
+                conn.execute(
+                    "insert into members (rut, first_name, last_name, email, plate) values (%s, %s, %s, %s, %s)",
+                    (rut, "Maestra", plate, f"{plate.lower()}@example.cl", plate),
+                )
+                self.plates.append(plate)
+
+    def remove(self) -> None:
+        from gremio import db
+
+        with db.connect() as conn:
+            conn.execute("delete from members where plate = any(%s)", (self.plates,))
+
+
+def routed(
+    record: Any, locations: str = t.LOCATIONS.name, sales: str = t.SALES.name
+) -> tuple[str, bytes, bytes, list[tuple[str, bytes]], int | None]:
+    """Where the contract puts a Sale, FugitiveReport or CartPosition, as the API produces it:
+    (topic, key, value, headers, partition) for `gk.produce_all`."""
+    from gremio import records as r
+
+    headers = [("type", record.type_name.encode())]
+    if isinstance(record, r.Sale):
+        return (sales, record.plate.encode(), record.to_bytes(), headers, None)
+    if isinstance(record, r.FugitiveReport):
+        return (locations, str(record.id).encode(), record.to_bytes(), headers, t.FUGITIVE_PARTITION)
+    partition = t.position_partition(record.plate, t.LOCATIONS.partitions)
+    return (locations, record.plate.encode(), record.to_bytes(), headers, partition)
+
+
+def assignments(group: str) -> list[set[tuple[str, int]]]:
+    """The (topic, partition) sets the group's members hold now, one set per member (poll it)."""
+    admin = gk.admin()  # kept alive until the future resolves
+    [future] = admin.describe_consumer_groups([group]).values()
+    try:
+        members = future.result(timeout=60).members
+    except KafkaException as exc:
+        if exc.args[0].retriable() or exc.args[0].code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
+            return []  # a fresh broker is still loading its group coordinator: ask again
+        raise
+    return [{(p.topic, p.partition) for p in m.assignment.topic_partitions} for m in members]

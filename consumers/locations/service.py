@@ -41,7 +41,6 @@ from gremio.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-GROUP_ID = "location-tracker"
 FEED_REFRESH_SECONDS = 2.0  # reports and alerts of other instances, from the tables
 EXPIRE_SECONDS = 1.0
 SUMMARY_SECONDS = 30.0
@@ -91,13 +90,13 @@ class LocationService(BaseService):
         self,
         settings: Settings | None = None,
         *,
-        group_id: str = GROUP_ID,
+        group_id: str | None = None,
         locations_topic: str = t.LOCATIONS.name,
         sales_topic: str = t.SALES.name,
         log_summary: bool = False,
     ) -> None:
         self.settings = settings or get_settings()
-        self.group_id = group_id
+        self.group_id = group_id or self.settings.live_group_id
         self.locations_topic = locations_topic
         self.topics = (locations_topic, sales_topic)
         self.rules = Rules.from_settings(self.settings)

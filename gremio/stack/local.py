@@ -69,6 +69,8 @@ def programs(settings: Settings, kafka: KafkaBroker | None, pg: PostgresCluster 
 def _ports(settings: Settings) -> list[tuple[int, str]]:
     ports = [
         (settings.airflow_port, "AIRFLOW_PORT"),
+        (settings.airflow_worker_log_port, "AIRFLOW_WORKER_LOG_PORT"),
+        (settings.airflow_trigger_log_port, "AIRFLOW_TRIGGER_LOG_PORT"),
         (settings.api_port, "API_PORT"),
         (settings.live_port, "LIVE_PORT"),
         (settings.stock_metrics_port, "STOCK_METRICS_PORT"),

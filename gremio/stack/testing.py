@@ -68,6 +68,7 @@ class ThrowawayStack:
         self.kafka_port = free_port()
         self.controller_port = free_port()
         self.pg_port = free_port()
+        self.log_ports = (free_port(), free_port())  # Airflow's log servers, if a test starts one
         self._kafka: KafkaBroker | None = None
         self._pg: PostgresCluster | None = None
         self.kafka: Server | None = None
@@ -91,6 +92,8 @@ class ThrowawayStack:
             "AIRFLOW_DB_PASSWORD": AIRFLOW[1],
             "REPORTS_DIR": str(self.root / "reports"),
             "LOCAL_DIR": str(self.root / "local"),
+            "AIRFLOW_WORKER_LOG_PORT": str(self.log_ports[0]),
+            "AIRFLOW_TRIGGER_LOG_PORT": str(self.log_ports[1]),
         }
 
     def settings(self) -> Settings:

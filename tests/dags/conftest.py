@@ -1,4 +1,8 @@
+import os
+import re
+import subprocess
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -37,3 +41,28 @@ def load_dag(airflow_db, request) -> Iterator[Callable]:
     from airflow import settings as airflow_settings
 
     airflow_settings.Session.remove()
+
+
+@pytest.fixture
+def backfill_dry_run(airflow_db) -> Callable[[str, str, str], list[str]]:
+    """The runs `airflow backfill create --dry-run` would make, as the real CLI prints them (UTC).
+
+    The DAG must be in Airflow's database already (a dag.test() run puts it there, as the
+    dag-processor would).
+    """
+    from gremio.stack import airflow as af
+
+    def dry_run(dag_id: str, from_date: str, to_date: str) -> list[str]:
+        out = subprocess.run(
+            [af.airflow_bin(), "backfill", "create", "--dag-id", dag_id, "--dry-run",
+             "--from-date", from_date, "--to-date", to_date],
+            env=os.environ.copy(), check=True, capture_output=True, text=True, timeout=300,
+        ).stdout  # fmt: skip
+        planned = re.findall(
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d", out.split("Runs to be attempted:")[1]
+        )
+        return [
+            datetime.fromisoformat(p).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00:00") for p in planned
+        ]
+
+    return dry_run

@@ -6,9 +6,6 @@ tests use; its members, plates and sales are this module's own and are removed a
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import threading
 import time
 import uuid
@@ -23,7 +20,6 @@ from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import Sale, client_key
 from gremio.settings import get_settings
-from gremio.stack import airflow as af
 from tests.support import TopicProbe, wait_for
 
 SCL = ZoneInfo("America/Santiago")
@@ -328,21 +324,11 @@ def _drain_waits_on_lock() -> bool:
         )
 
 
-def backfill_dry_run(from_date: str, to_date: str) -> list[str]:
-    """The runs `airflow backfill create` would make, as the real CLI prints them."""
-    out = subprocess.run(
-        [af.airflow_bin(), "backfill", "create", "--dag-id", "sales_daily", "--dry-run",
-         "--from-date", from_date, "--to-date", to_date],
-        env=os.environ.copy(), check=True, capture_output=True, text=True, timeout=300,
-    ).stdout  # fmt: skip
-    return re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00", out.split("Runs to be attempted:")[1])
-
-
-def test_the_documented_backfill_command_selects_whole_days(dag, hand_built_day):
+def test_the_documented_backfill_command_selects_whole_days(dag, hand_built_day, backfill_dry_run):
     run_day(dag, D)  # the DAG is in Airflow's database, as the dag-processor would put it
     # The form docs/SALES_DAILY.md gives: the last day with a time. 00:15 in Santiago is
     # 03:15 UTC in summer: one run per day.
-    assert backfill_dry_run("2025-03-03", "2025-03-04T23:59") == [
+    assert backfill_dry_run("sales_daily", "2025-03-03", "2025-03-04T23:59") == [
         "2025-03-03 03:15:00+00:00",
         "2025-03-04 03:15:00+00:00",
     ]

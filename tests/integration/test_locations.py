@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 import urllib.request
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from stdnum.cl import rut as stdnum_rut
 
 from consumers.locations.service import LocationService
 from consumers.locations.view import alert_id
@@ -26,7 +24,7 @@ from gremio import records as r
 from gremio import topics as t
 from gremio.runner import Runner
 from gremio.settings import Settings, get_settings
-from tests.support import TopicProbe, wait_for
+from tests.support import Members, TopicProbe, new_plate, routed, wait_for
 
 PRODUCER = None
 
@@ -54,14 +52,6 @@ def forwarded() -> float:
 # --- plates, members and records --------------------------------------------------------------
 
 
-RNG = random.Random()
-
-
-def new_plate() -> str:
-    """A random new-format plate (four consonants, two digits): unique per test."""
-    return "".join(RNG.choice("BCDFGHJKLPRSTVWXYZ") for _ in range(4)) + f"{RNG.randrange(100):02d}"
-
-
 def plates_on(partition: int, n: int) -> list[str]:
     """`n` fresh plates whose positions go to the same `locations` partition."""
     found: list[str] = []
@@ -73,24 +63,11 @@ def plates_on(partition: int, n: int) -> list[str]:
 
 
 @pytest.fixture
-def members() -> Iterator[Any]:
-    """Register plates as approved members for one test; removed afterwards."""
-    added: list[str] = []
-
-    def register(*plates: str) -> None:
-        with db.connect() as conn:
-            for plate in plates:
-                body = str(RNG.randrange(10_000_000, 25_000_000))
-                rut = f"{body}-{stdnum_rut.calc_check_digit(body)}"
-                conn.execute(
-                    "insert into members (rut, first_name, last_name, email, plate) values (%s, %s, %s, %s, %s)",
-                    (rut, "Maestra", plate, f"{plate.lower()}@example.cl", plate),
-                )
-                added.append(plate)
-
-    yield register
-    with db.connect() as conn:
-        conn.execute("delete from members where plate = any(%s)", (added,))
+def members() -> Iterator[Members]:
+    """Register plates as approved members for one test (`members(plate)`); removed afterwards."""
+    registered = Members()
+    yield registered
+    registered.remove()
 
 
 def now() -> datetime:
@@ -114,17 +91,7 @@ def sale(plate: str, lat: float, lon: float, sold_at: datetime | None = None) ->
 
 def send(*records: r.Record, locations: str = t.LOCATIONS.name, sales: str = t.SALES.name) -> list:
     """Produce records where the contract puts them; returns the acknowledged messages."""
-    batch = []
-    for rec in records:
-        headers = [("type", rec.type_name.encode())]
-        if isinstance(rec, r.Sale):
-            batch.append((sales, rec.plate.encode(), rec.to_bytes(), headers, None))
-        elif isinstance(rec, r.FugitiveReport):
-            batch.append((locations, str(rec.id).encode(), rec.to_bytes(), headers, t.FUGITIVE_PARTITION))
-        else:
-            partition = t.position_partition(rec.plate, t.LOCATIONS.partitions)
-            batch.append((locations, rec.plate.encode(), rec.to_bytes(), headers, partition))
-    return gk.produce_all(_producer(), batch)
+    return gk.produce_all(_producer(), [routed(rec, locations, sales) for rec in records])
 
 
 # --- a running instance -----------------------------------------------------------------------

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import random
 import re
 import signal
-import subprocess
-import sys
 import threading
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from consumers.stock import StockService
 from consumers.stock.rules import order_id
@@ -34,19 +28,10 @@ from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import ReplenishmentOrder, Sale
 from gremio.runner import Envelope, Runner
-from gremio.settings import REPO_ROOT, get_settings
-from gremio.stack.system import free_port
-from tests.support import TopicProbe, high_watermarks, wait_for
-
-CONSONANTS = "BCDFGHJKLPRSTVWXYZ"
-
+from gremio.settings import get_settings
+from tests.support import Services, TopicProbe, assignments, commit_at_end, committed, new_plate, wait_for
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def new_plate() -> str:
-    """A plate no other test uses (new format: four consonants, two digits)."""
-    return "".join(random.choices(CONSONANTS, k=4)) + f"{random.randrange(100):02d}"
 
 
 def sales_for(plate: str, stocks: Sequence[int], start: datetime | None = None) -> list[Sale]:
@@ -68,22 +53,6 @@ def sale_record(sale: Sale) -> tuple[str, bytes, bytes, list[tuple[str, bytes]],
 
 def produce(sales: Sequence[Sale]) -> None:
     gk.produce_all(gk.producer(), [sale_record(s) for s in sales])
-
-
-def group_at_end(group: str) -> dict[tuple[str, int], int]:
-    """Commit `group`'s offsets at the current end of `sales`, so it reads only what follows."""
-    ends = high_watermarks([t.SALES.name])
-    request = ConsumerGroupTopicPartitions(group, [TopicPartition(tp, p, o) for (tp, p), o in ends.items()])
-    admin = gk.admin()  # kept alive until the futures resolve
-    for future in admin.alter_consumer_group_offsets([request]).values():
-        future.result()
-    return ends
-
-
-def committed(group: str) -> dict[tuple[str, int], int]:
-    admin = gk.admin()
-    [future] = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
-    return {(p.topic, p.partition): p.offset for p in future.result().topic_partitions}
 
 
 def orders(plate: str) -> list[dict]:
@@ -124,7 +93,7 @@ class Spy(StockService):
 def running(service: Spy) -> Iterator[Runner]:
     """Run the service on the shared runner in a thread; stop it cleanly afterwards."""
     try:
-        group_at_end(service.group_id)
+        commit_at_end(service.group_id)
         runner = Runner(service)
     except BaseException:
         service.close()
@@ -149,67 +118,11 @@ def running(service: Spy) -> Iterator[Runner]:
     assert not failure, failure
 
 
-class StockProcess:
-    """`python -m consumers.stock` as a real child process, logging to a file."""
-
-    def __init__(self, log: Path, group: str, **env: str) -> None:
-        self.log = log
-        self.metrics_port = free_port()
-        environ = {
-            **os.environ,
-            "STOCK_GROUP_ID": group,
-            "STOCK_METRICS_PORT": str(self.metrics_port),
-            "STOCK_SESSION_TIMEOUT_SECONDS": "6",
-            **env,
-        }
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "consumers.stock"],
-                cwd=REPO_ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def metric(self, name: str) -> float | None:
-        """A metric's value summed over its labels; None when it has no samples or no answer."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return None
-        values = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-        return sum(float(v) for v in values) if values else None
-
-    def wait_exit(self, timeout: float = 30) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"stock service did not exit; its log:\n{self.output()}") from None
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.wait_exit()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[list[StockProcess]]:
-    started: list[StockProcess] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
-def start(processes: list[StockProcess], tmp_path: Path, group: str, **env: str) -> StockProcess:
-    proc = StockProcess(tmp_path / f"stock-{len(processes)}.log", group, **env)
-    processes.append(proc)
-    return proc
+def processes(tmp_path: Path) -> Iterator[Services]:
+    services = Services(tmp_path)
+    yield services
+    services.kill_all()
 
 
 # --- batching --------------------------------------------------------------------------------
@@ -363,13 +276,13 @@ def test_poison_goes_to_deadletter_and_the_sales_around_it_are_processed():
 # --- real processes: SIGTERM, SIGKILL, two instances ---------------------------------------------
 
 
-def test_sigterm_finishes_the_batch_in_hand_commits_and_exits_0(processes, tmp_path):
+def test_sigterm_finishes_the_batch_in_hand_commits_and_exits_0(processes):
     group = f"test-stock-{uuid.uuid4()}"
-    ends = group_at_end(group)
+    ends = commit_at_end(group)
     plate = new_plate()
     probe = TopicProbe([t.REPLENISHMENTS.name])
     # A flush time long enough that the three sales wait in the batch until SIGTERM.
-    proc = start(processes, tmp_path, group, STOCK_BATCH_FLUSH_SECONDS="600")
+    proc = processes.stock(group, STOCK_BATCH_FLUSH_SECONDS="600")
     sales = sales_for(plate, [30, 17, 16])
     produce(sales)
     wait_for(
@@ -386,11 +299,11 @@ def test_sigterm_finishes_the_batch_in_hand_commits_and_exits_0(processes, tmp_p
     assert "stopped cleanly" in out
 
 
-def test_metrics_endpoint(processes, tmp_path):
+def test_metrics_endpoint(processes):
     group = f"test-stock-{uuid.uuid4()}"
-    group_at_end(group)
+    commit_at_end(group)
     plate = new_plate()
-    proc = start(processes, tmp_path, group)
+    proc = processes.stock(group)
     produce(sales_for(plate, [10, 50, 10, 10, 60]))
     wait_for(lambda: proc.metric("gremio_stock_orders_closed_total") == 2, timeout=60, what="closes")
     assert proc.metric("gremio_stock_orders_opened_total") == 2
@@ -402,12 +315,12 @@ def test_metrics_endpoint(processes, tmp_path):
 
 
 @pytest.mark.parametrize("point", ["after_db_commit", "after_produce"])
-def test_sigkill_between_db_commit_and_offset_commit_neither_loses_nor_doubles(processes, tmp_path, point):
+def test_sigkill_between_db_commit_and_offset_commit_neither_loses_nor_doubles(processes, point):
     group = f"test-stock-{uuid.uuid4()}"
-    ends = group_at_end(group)
+    ends = commit_at_end(group)
     plate = new_plate()
     probe = TopicProbe([t.REPLENISHMENTS.name])
-    crashing = start(processes, tmp_path, group, STOCK_TEST_CRASH_POINT=point)
+    crashing = processes.stock(group, STOCK_TEST_CRASH_POINT=point)
     # One batch that opens, closes and opens again: a replay must not close the second order.
     sales = sales_for(plate, [15, 60, 18, 12, 9])
     produce(sales)
@@ -422,7 +335,7 @@ def test_sigkill_between_db_commit_and_offset_commit_neither_loses_nor_doubles(p
     before = published(probe, {plate})
     assert len(before) == (0 if point == "after_db_commit" else 2)
 
-    recovering = start(processes, tmp_path, group)
+    recovering = processes.stock(group)
     wait_for(
         lambda: sum(committed(group).values()) == sum(ends.values()) + 5,
         timeout=90,
@@ -439,17 +352,14 @@ def test_sigkill_between_db_commit_and_offset_commit_neither_loses_nor_doubles(p
     assert len(records) == 2 + len(before)
 
 
-def test_two_instances_split_the_partitions_and_open_each_order_once(processes, tmp_path):
+def test_two_instances_split_the_partitions_and_open_each_order_once(processes):
     group = f"test-stock-{uuid.uuid4()}"
-    group_at_end(group)
-    first = start(processes, tmp_path, group)
-    second = start(processes, tmp_path, group)
+    commit_at_end(group)
+    first = processes.stock(group)
+    second = processes.stock(group)
 
     def split() -> list[set[int]] | None:
-        admin = gk.admin()
-        [future] = admin.describe_consumer_groups([group]).values()
-        members = future.result().members
-        parts = [{p.partition for p in m.assignment.topic_partitions} for m in members]
+        parts = [{p for _, p in held} for held in assignments(group)]
         return parts if len(parts) == 2 and all(parts) else None
 
     halves = wait_for(split, timeout=90, what="both instances assigned")
