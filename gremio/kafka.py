@@ -58,8 +58,14 @@ def ensure_topics(
 ) -> dict[str, str]:
     """Create missing topics and grow partition counts; never shrink or delete.
 
+    New topics get KAFKA_REPLICATION_FACTOR replicas (-1: the brokers' default). An existing
+    topic with fewer replicas is reported, not changed: adding replicas moves data, which is
+    an operator's decision (kafka-reassign-partitions, docs/SCALING.md).
+
     Returns what was done per topic: "created", "grown to N" or "ok".
     """
+    settings = settings or get_settings()
+    replicas = settings.kafka_replication_factor
     client = admin(settings)
     existing = client.list_topics(timeout=timeout).topics
     done: dict[str, str] = {}
@@ -71,7 +77,7 @@ def ensure_topics(
                 NewTopic(
                     topic.name,
                     num_partitions=topic.partitions,
-                    replication_factor=-1,
+                    replication_factor=replicas,
                     config=dict(topic.config),
                 )
             )
@@ -81,6 +87,15 @@ def ensure_topics(
             done[topic.name] = f"grown to {topic.partitions}"
         else:
             done[topic.name] = "ok"
+        if topic.name in existing and replicas > 0:
+            have = min((len(p.replicas) for p in existing[topic.name].partitions.values()), default=0)
+            if have < replicas:
+                log.warning(
+                    "topic %s has %d replica(s), KAFKA_REPLICATION_FACTOR asks for %d: reassign its"
+                    " partitions (kafka-reassign-partitions) to add them",
+                    topic.name, have, replicas,
+                )  # fmt: skip
+                done[topic.name] += f" ({have} of {replicas} replicas)"
     for future in client.create_topics(to_create, request_timeout=timeout).values() if to_create else []:
         try:
             future.result()

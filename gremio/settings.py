@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     live_port: int = 8001
     stock_metrics_port: int = 8002
     kafka_heap: str = "512m"
+    # Replicas of each topic `gremio topics` creates: -1 is the brokers' default.replication.factor
+    # (1 on the single local broker); 3 on a three-broker cluster (docs/SCALING.md).
+    kafka_replication_factor: int = Field(default=-1, ge=-1, le=32)
 
     # --- credentials (local defaults; change them anywhere that is not a laptop) -------
     cart_token_secret: SecretStr = SecretStr("dev-only-cart-token-secret-change-me")

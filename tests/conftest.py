@@ -66,3 +66,13 @@ def airflow_db(stack: ThrowawayStack) -> Path:
 @pytest.fixture
 def settings():
     return get_settings()
+
+
+@pytest.fixture
+def services(tmp_path: Path):
+    """Real service processes for one test (`services.stock(group)`); any left running are killed."""
+    from tests.support import Services
+
+    started = Services(tmp_path)
+    yield started
+    started.kill_all()

@@ -157,6 +157,19 @@ def commit_at_end(group: str, topics: Iterable[str] = (t.SALES.name,)) -> dict[t
     return ends
 
 
+def caught_up(group: str, topics: Iterable[str], timeout: float = 300) -> float:
+    """Wait until `group` has committed every record now on `topics`; returns the seconds it took."""
+    ends = high_watermarks(topics)
+    started = time.monotonic()
+    wait_for(
+        lambda: all(committed(group).get(tp, -1) >= end for tp, end in ends.items()),
+        timeout=timeout,
+        interval=0.5,
+        what=f"{group} to commit up to {sum(ends.values())} records' ends",
+    )
+    return time.monotonic() - started
+
+
 def committed(group: str) -> dict[tuple[str, int], int]:
     """`group`'s committed offsets."""
     admin = gk.admin()
@@ -442,3 +455,35 @@ def assignments(group: str) -> list[set[tuple[str, int]]]:
             return []  # a fresh broker is still loading its group coordinator: ask again
         raise
     return [{(p.topic, p.partition) for p in m.assignment.topic_partitions} for m in members]
+
+
+# --- PostgreSQL and Airflow, seen from a fault test --------------------------------------------------
+
+
+def waits_on_lock(application_name: str) -> bool:
+    """Whether a session of that name (the drain's is "drain TOPIC") is waiting for a lock now."""
+    from gremio import db
+
+    with db.connect() as conn:
+        return bool(
+            conn.execute(
+                "select 1 from pg_stat_activity where application_name = %s and wait_event_type = 'Lock'",
+                (application_name,),
+            ).fetchone()
+        )
+
+
+def task_tries(dag_id: str, run_id: str, task_id: str) -> list[tuple[int, str]]:
+    """(try number, state) of each try of a task in a run: the archived ones, then the last."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.taskinstancehistory import TaskInstanceHistory
+    from airflow.utils.session import create_session
+
+    where = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id}
+    with create_session() as session:
+        history = session.query(TaskInstanceHistory.try_number, TaskInstanceHistory.state).filter_by(**where)
+        final = session.query(TaskInstance.try_number, TaskInstance.state).filter_by(**where).one()
+        return [
+            *((n, str(s)) for n, s in history.order_by(TaskInstanceHistory.try_number)),
+            (final[0], str(final[1])),
+        ]

@@ -1,6 +1,7 @@
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -66,3 +67,31 @@ def backfill_dry_run(airflow_db) -> Callable[[str, str, str], list[str]]:
         ]
 
     return dry_run
+
+
+@pytest.fixture
+def execution_api_retries(monkeypatch):
+    """Give dag.test()'s in-process Execution API client the retries a real worker has.
+
+    A worker's task supervisor retries Execution API calls (`[workers]
+    execution_api_retries`), and that is what carries a task's failure report over a
+    restart of PostgreSQL, which also holds Airflow's metadata. dag.test() strips them.
+    """
+    import httpx
+    import sqlalchemy.exc
+    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
+
+    original = InProcessTestSupervisor._Client.request
+
+    def request(self, *args, **kwargs):
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return original(self, *args, **kwargs)
+            except (httpx.HTTPStatusError, httpx.RequestError, sqlalchemy.exc.DBAPIError) as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", 500)
+                if status < 500 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    monkeypatch.setattr(InProcessTestSupervisor._Client, "request", request)

@@ -7,7 +7,6 @@ tests use; its members, plates and sales are this module's own and are removed a
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import Sale, client_key
 from gremio.settings import get_settings
-from tests.support import TopicProbe, wait_for
+from tests.support import TopicProbe, task_tries, wait_for, waits_on_lock
 
 SCL = ZoneInfo("America/Santiago")
 D = date(2025, 1, 15)
@@ -227,42 +226,9 @@ def test_client_key_in_sql_is_the_python_rule():
     assert got == [client_key(s) for s in samples]
 
 
-@pytest.fixture
-def execution_api_retries(monkeypatch):
-    """Give dag.test()'s in-process Execution API client the retries a real worker has.
-
-    A worker's task supervisor retries Execution API calls (`[workers]
-    execution_api_retries`), and that is what carries a task's failure report over a
-    restart of PostgreSQL, which also holds Airflow's metadata. dag.test() strips them.
-    """
-    import httpx
-    import sqlalchemy.exc
-    from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
-
-    original = InProcessTestSupervisor._Client.request
-
-    def request(self, *args, **kwargs):
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                return original(self, *args, **kwargs)
-            except (httpx.HTTPStatusError, httpx.RequestError, sqlalchemy.exc.DBAPIError) as exc:
-                status = getattr(getattr(exc, "response", None), "status_code", 500)
-                if status < 500 or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    monkeypatch.setattr(InProcessTestSupervisor._Client, "request", request)
-
-
 def test_postgres_stopped_during_the_drain_fails_the_task_and_the_retry_loads_every_row_once(
     dag, hand_built_day, stack, execution_api_retries
 ):
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.models.taskinstancehistory import TaskInstanceHistory
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-
     day = days(3)
     sales = [
         sale("WXZT11", f"cliente {i % 7}", 1 + i % 3, at(day, 8) + timedelta(minutes=i)) for i in range(60)
@@ -280,7 +246,11 @@ def test_postgres_stopped_during_the_drain_fails_the_task_and_the_retry_loads_ev
     def stop_postgres_mid_drain() -> None:
         try:
             # ...and once it waits there, PostgreSQL stops under it, then comes back.
-            wait_for(_drain_waits_on_lock, timeout=120, what="the drain to be inside its transaction")
+            wait_for(
+                lambda: waits_on_lock("drain sales"),
+                timeout=120,
+                what="the drain to be inside its transaction",
+            )
             stack.stop_postgres()
             stopped.set()
         finally:
@@ -298,30 +268,14 @@ def test_postgres_stopped_during_the_drain_fails_the_task_and_the_retry_loads_ev
             task.retry_delay, task.retry_exponential_backoff = saved[task.task_id]
 
     assert stopped.is_set(), "PostgreSQL was stopped during the drain"
-    with create_session() as session:
-        where = {"dag_id": "sales_daily", "run_id": run.run_id, "task_id": "drain_sales"}
-        history = (
-            session.query(TaskInstanceHistory.try_number, TaskInstanceHistory.state).filter_by(**where).all()
-        )
-        final = session.query(TaskInstance.try_number, TaskInstance.state).filter_by(**where).one()
     # Airflow archives a try that ended up_for_retry as failed.
-    assert [(n, TaskInstanceState(s)) for n, s in history] == [(1, TaskInstanceState.FAILED)]
-    assert (final[0], TaskInstanceState(final[1])) == (2, TaskInstanceState.SUCCESS)
+    assert task_tries("sales_daily", run.run_id, "drain_sales") == [(1, "failed"), (2, "success")]
     with db.connect() as conn:
         stored = conn.execute(
             "select count(*) from sales where id = any(%s)", ([s.id for s in sales],)
         ).fetchone()
     assert stored == (60,)
     assert "2025-01-18,11111111-1,Rosa Fuentes,WXZT11,60," in report(day, "csv").read_text(encoding="utf-8")
-
-
-def _drain_waits_on_lock() -> bool:
-    with db.connect() as conn:
-        return bool(
-            conn.execute(
-                "select 1 from pg_stat_activity where application_name = 'drain sales' and wait_event_type = 'Lock'"
-            ).fetchone()
-        )
 
 
 def test_the_documented_backfill_command_selects_whole_days(dag, hand_built_day, backfill_dry_run):

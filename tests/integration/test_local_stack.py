@@ -7,6 +7,7 @@ Airflow's four components, the API and both consumers under supervisord.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 
 from gremio.settings import REPO_ROOT, env_names
 from gremio.stack.system import free_port
+from tests.support import http, wait_for
 
 GREMIO = [sys.executable, "-m", "gremio.cli"]
 PORTS = (
@@ -92,9 +94,31 @@ def test_up_twice_status_and_down_leave_nothing_behind(local_env):
 
     status = _gremio(local_env, "status", "--wait", "120")
     assert status.returncode == 0, status.stdout
+    _airflow_requires_a_login(local_env, first.stdout)
     assert _our_processes(local_env), "the stack runs detached from the command that started it"
 
     down = _gremio(local_env, "down", timeout=300)
     assert down.returncode == 0, down.stderr
     assert "leftover" not in down.stdout, down.stdout
     assert _our_processes(local_env) == []
+
+
+def _airflow_requires_a_login(env: dict[str, str], up_output: str) -> None:
+    """Airflow's UI and REST API answer nobody without a token, and the printed login gets one."""
+    base = f"http://127.0.0.1:{env['AIRFLOW_PORT']}"
+    user, password = re.search(r"login (\S+) / (\S+)", up_output).groups()
+    for path in ("/api/v2/dags", "/ui/config"):  # the REST API, and the UI's own API
+        assert http("GET", base + path).status == 401, path
+    assert http("GET", base + "/auth/token").status == 403  # no all-admins shortcut
+    assert http("POST", base + "/auth/token", {"username": user, "password": password + "x"}).status == 401
+    login = http("POST", base + "/auth/token", {"username": user, "password": password})
+    assert login.status == 201, login.body
+    bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    assert http("GET", base + "/ui/config", headers=bearer).status == 200
+
+    def listed() -> set[str]:
+        dags = http("GET", base + "/api/v2/dags", headers=bearer)
+        assert dags.status == 200, dags.body
+        return {dag["dag_id"] for dag in dags.json()["dags"]}
+
+    wait_for(lambda: "sales_daily" in listed(), timeout=180, what="the DAGs listed to the logged-in admin")

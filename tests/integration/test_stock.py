@@ -16,7 +16,6 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,7 @@ from gremio import topics as t
 from gremio.records import ReplenishmentOrder, Sale
 from gremio.runner import Envelope, Runner
 from gremio.settings import get_settings
-from tests.support import Services, TopicProbe, assignments, commit_at_end, committed, new_plate, wait_for
+from tests.support import TopicProbe, assignments, commit_at_end, committed, new_plate, wait_for
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -116,13 +115,6 @@ def running(service: Spy) -> Iterator[Runner]:
         service.close()
     assert not thread.is_alive(), "the runner did not stop"
     assert not failure, failure
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Services]:
-    services = Services(tmp_path)
-    yield services
-    services.kill_all()
 
 
 # --- batching --------------------------------------------------------------------------------
@@ -276,13 +268,13 @@ def test_poison_goes_to_deadletter_and_the_sales_around_it_are_processed():
 # --- real processes: SIGTERM, SIGKILL, two instances ---------------------------------------------
 
 
-def test_sigterm_finishes_the_batch_in_hand_commits_and_exits_0(processes):
+def test_sigterm_finishes_the_batch_in_hand_commits_and_exits_0(services):
     group = f"test-stock-{uuid.uuid4()}"
     ends = commit_at_end(group)
     plate = new_plate()
     probe = TopicProbe([t.REPLENISHMENTS.name])
     # A flush time long enough that the three sales wait in the batch until SIGTERM.
-    proc = processes.stock(group, STOCK_BATCH_FLUSH_SECONDS="600")
+    proc = services.stock(group, STOCK_BATCH_FLUSH_SECONDS="600")
     sales = sales_for(plate, [30, 17, 16])
     produce(sales)
     wait_for(
@@ -299,11 +291,11 @@ def test_sigterm_finishes_the_batch_in_hand_commits_and_exits_0(processes):
     assert "stopped cleanly" in out
 
 
-def test_metrics_endpoint(processes):
+def test_metrics_endpoint(services):
     group = f"test-stock-{uuid.uuid4()}"
     commit_at_end(group)
     plate = new_plate()
-    proc = processes.stock(group)
+    proc = services.stock(group)
     produce(sales_for(plate, [10, 50, 10, 10, 60]))
     wait_for(lambda: proc.metric("gremio_stock_orders_closed_total") == 2, timeout=60, what="closes")
     assert proc.metric("gremio_stock_orders_opened_total") == 2
@@ -315,12 +307,12 @@ def test_metrics_endpoint(processes):
 
 
 @pytest.mark.parametrize("point", ["after_db_commit", "after_produce"])
-def test_sigkill_between_db_commit_and_offset_commit_neither_loses_nor_doubles(processes, point):
+def test_sigkill_between_db_commit_and_offset_commit_neither_loses_nor_doubles(services, point):
     group = f"test-stock-{uuid.uuid4()}"
     ends = commit_at_end(group)
     plate = new_plate()
     probe = TopicProbe([t.REPLENISHMENTS.name])
-    crashing = processes.stock(group, STOCK_TEST_CRASH_POINT=point)
+    crashing = services.stock(group, STOCK_TEST_CRASH_POINT=point)
     # One batch that opens, closes and opens again: a replay must not close the second order.
     sales = sales_for(plate, [15, 60, 18, 12, 9])
     produce(sales)
@@ -335,7 +327,7 @@ def test_sigkill_between_db_commit_and_offset_commit_neither_loses_nor_doubles(p
     before = published(probe, {plate})
     assert len(before) == (0 if point == "after_db_commit" else 2)
 
-    recovering = processes.stock(group)
+    recovering = services.stock(group)
     wait_for(
         lambda: sum(committed(group).values()) == sum(ends.values()) + 5,
         timeout=90,
@@ -352,11 +344,11 @@ def test_sigkill_between_db_commit_and_offset_commit_neither_loses_nor_doubles(p
     assert len(records) == 2 + len(before)
 
 
-def test_two_instances_split_the_partitions_and_open_each_order_once(processes):
+def test_two_instances_split_the_partitions_and_open_each_order_once(services):
     group = f"test-stock-{uuid.uuid4()}"
     commit_at_end(group)
-    first = processes.stock(group)
-    second = processes.stock(group)
+    first = services.stock(group)
+    second = services.stock(group)
 
     def split() -> list[set[int]] | None:
         parts = [{p for _, p in held} for held in assignments(group)]

@@ -7,14 +7,14 @@ test-artifacts/reliability/<test>.json and summed up at the end of the pytest ru
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gremio.settings import REPO_ROOT
-from tests.support import Services
+from tests.dags.conftest import execution_api_retries, load_dag  # noqa: F401 - the DAG tests' fixtures
 
 FIGURES = REPO_ROOT / "test-artifacts" / "reliability"
 _noted: dict[str, dict[str, Any]] = {}
@@ -27,21 +27,13 @@ def _services(stack):
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    """Start real service processes (`services.stock(group)`); whatever is left is killed at the end."""
-    started = Services(tmp_path)
-    yield started
-    started.kill_all()
-
-
-@pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """What a test measured (counts, seconds), kept for docs/RELIABILITY.md."""
     noted: dict[str, Any] = {}
     yield noted
     if noted:
         FIGURES.mkdir(parents=True, exist_ok=True)
-        path = FIGURES / f"{request.node.name}.json"
+        path = FIGURES / (re.sub(r"[^\w.\[\]-]+", "_", request.node.name) + ".json")
         path.write_text(json.dumps(noted, indent=2, default=str) + "\n")
         _noted[request.node.name] = noted
 

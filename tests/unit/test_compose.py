@@ -32,6 +32,12 @@ def _host_ports(service: str) -> set[int]:
     return {int(str(p).split(":")[0].split("-")[0]) for p in SERVICES[service].get("ports", [])}
 
 
+def _default(value: str) -> str:
+    """What compose makes of "${VAR:-default}" when VAR is unset."""
+    found = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
+    return found.group(1) if found else value
+
+
 def _pinned(requirement: str) -> str:
     text = (REPO_ROOT / "requirements.txt").read_text()
     return re.search(rf"^{re.escape(requirement)}==(\S+)", text, flags=re.M).group(1)
@@ -62,7 +68,7 @@ def test_airflow_is_the_pinned_version_with_dags_plugins_and_connections():
     for name in AIRFLOW_SERVICES:
         service = SERVICES[name]
         env = service["environment"]
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert _default(env["AIRFLOW__CORE__EXECUTOR"]) == "LocalExecutor"
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
         assert {"AIRFLOW_CONN_KAFKA_DEFAULT", "AIRFLOW_CONN_GREMIO_DB"} <= set(env)
         volumes = " ".join(service["volumes"])
@@ -102,3 +108,22 @@ def test_gremio_services_run_what_make_up_runs():
 
 def test_consumers_scale_out_through_replicas():
     assert SERVICES["stock"]["deploy"]["replicas"] >= 2
+
+
+def test_the_celery_profile_adds_a_queue_and_workers_that_share_the_airflow_setup():
+    """`AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery up` (docs/SCALING.md)."""
+    redis, worker = SERVICES["redis"], SERVICES["airflow-worker"]
+    assert redis["profiles"] == ["celery"] and worker["profiles"] == ["celery"]
+    assert worker["command"] == ["celery", "worker"]
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    env = worker["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
+    assert "@postgres:5432/airflow" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    # A worker runs the tasks, so it needs what the scheduler has: the same env, DAGs, plugins.
+    assert env == SERVICES["airflow-scheduler"]["environment"]
+    assert worker["volumes"] == SERVICES["airflow-scheduler"]["volumes"]
+    assert worker["image"] == SERVICES["airflow-scheduler"]["image"]
+    # The platform itself starts without the profile.
+    unprofiled = [name for name, service in SERVICES.items() if "profiles" not in service]
+    assert "redis" not in unprofiled and "airflow-worker" not in unprofiled

@@ -64,7 +64,7 @@ def test_unset_addresses_mean_the_local_stack(monkeypatch):
 
 
 def test_environment_overrides_and_secrets_are_masked(monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", "postgresql://u:s3cret@db.example:5432/g")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:s3cret@db.example:5432/g")  # pragma: allowlist secret
     monkeypatch.setenv("CART_TOKEN_SECRET", "topsecret")
     monkeypatch.setenv("STOCK_THRESHOLD", "25")
     s = Settings(_env_file=None)

@@ -41,7 +41,7 @@ class Clock:
 @pytest.fixture(scope="module")
 def api():
     app = create_app(
-        {"TESTING": True, "CART_TOKEN_SECRET": "simulator-test-secret", "RATE_LIMIT_MEMBERS": "100000/minute",
+        {"TESTING": True, "CART_TOKEN_SECRET": "simulator-test-secret", "RATE_LIMIT_MEMBERS": "100000/minute",  # pragma: allowlist secret
          "RATE_LIMIT_REPORTS": "100000/minute",
          "MAX_FUTURE_SECONDS": 10**9},
         producer=NullProducer(),
