@@ -93,6 +93,10 @@ class Service(Protocol):
     def tick(self, now: float) -> None:
         """Called on every loop turn, for periodic work."""
 
+    def replayed(self, msg: Message) -> bool:
+        """Whether this record was processed before and is only read again (a rebuild):
+        if it is poison, it was dead-lettered then, and is not sent again."""
+
 
 class Runner:
     """Drives one Service against Kafka until stopped."""
@@ -188,7 +192,8 @@ class Runner:
             if self._first_at is None:
                 self._first_at = time.monotonic()
         except Poison as exc:
-            self._poison.append((msg, str(exc)))
+            if not self.service.replayed(msg):
+                self._poison.append((msg, str(exc)))
 
     def _record_counter(self, topic: str):
         """The labelled counter for a topic, looked up once (labels() is slow per record)."""
@@ -258,3 +263,6 @@ class BaseService:
 
     def tick(self, now: float) -> None:
         return None
+
+    def replayed(self, msg: Message) -> bool:
+        return False

@@ -487,3 +487,24 @@ def task_tries(dag_id: str, run_id: str, task_id: str) -> list[tuple[int, str]]:
             *((n, str(s)) for n, s in history.order_by(TaskInstanceHistory.try_number)),
             (final[0], str(final[1])),
         ]
+
+
+def make_topic(name: str, partitions: int) -> str:
+    """A topic of this test's own (its records' key is a plate); returns its name."""
+    gk.ensure_topics([t.Topic(name, partitions, "plate", "Sale", "test")])
+    return name
+
+
+def make_table(name: str, like: str) -> str:
+    """A table of this test's own, shaped like `like` (keys, defaults, indexes); returns its name."""
+    from psycopg import sql
+
+    from gremio import db
+
+    with db.connect() as conn:
+        conn.execute(
+            sql.SQL("create table {} (like {} including all)").format(
+                sql.Identifier(name), sql.Identifier(like)
+            )
+        )
+    return name

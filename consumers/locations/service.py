@@ -26,7 +26,7 @@ from typing import Any, ClassVar, get_args
 from zoneinfo import ZoneInfo
 
 import psycopg
-from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from consumers.locations.store import LiveStore
@@ -171,7 +171,11 @@ class LocationService(BaseService):
             if p.error is not None:
                 log.warning("no offset by time for %s[%d]: %s", p.topic, p.partition, p.error)
             at_time[(p.topic, p.partition)] = -1 if p.error is not None else p.offset
-        meta = consumer.list_topics(self.locations_topic, timeout=30).topics[self.locations_topic]
+        # Asked of the producer, not the consumer: the consumer's list_topics() inside its own
+        # rebalance callback clears confluent-kafka's per-call state, and the next callback
+        # of that consume() call (the runner's stats_cb) then aborts the process
+        # (CallState_get assertion, confluent-kafka 2.16; tests/reliability found it).
+        meta = self._producer.list_topics(self.locations_topic, timeout=30).topics[self.locations_topic]
         self._location_partitions = len(meta.partitions) or self._location_partitions
         for p in partitions:
             key = (p.topic, p.partition)
@@ -184,6 +188,10 @@ class LocationService(BaseService):
             "rebuilding the live view from %s",
             ", ".join(f"{tp}[{p}]@{o}" for (tp, p), o in sorted(self.rebuild_offsets.items())),
         )
+
+    def replayed(self, msg: Message) -> bool:
+        """Below the committed offset: read again for the rebuild (its poison was dead-lettered)."""
+        return msg.offset() < self._replay_until.get((msg.topic(), msg.partition()), -1)
 
     def process(self, batch: list[Envelope]) -> None:
         if not self._seeded:

@@ -19,7 +19,7 @@ from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import MemberApplication, Record, Sale
 from gremio.settings import get_settings
-from tests.support import TopicProbe, wait_for
+from tests.support import TopicProbe, make_table, make_topic, wait_for
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 PLATES = ("BBCL12", "CDFG34", "DFGH56", "FGHJ78")
@@ -28,21 +28,6 @@ PLATES = ("BBCL12", "CDFG34", "DFGH56", "FGHJ78")
 @pytest.fixture
 def name() -> str:
     return f"drain_{uuid.uuid4().hex[:10]}"
-
-
-def make_topic(name: str, partitions: int) -> str:
-    gk.ensure_topics([t.Topic(name, partitions, "plate", "Sale", "test")])
-    return name
-
-
-def make_table(name: str, like: str) -> str:
-    with db.connect() as conn:
-        conn.execute(
-            sql.SQL("create table {} (like {} including all)").format(
-                sql.Identifier(name), sql.Identifier(like)
-            )
-        )
-    return name
 
 
 def a_sale(i: int, **changes) -> Sale:

@@ -12,10 +12,14 @@ still outside and the unregistered carts' later pings all fall in ALERT_SUPPRESS
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
+from gremio import kafka as gk
 from gremio import topics as t
-from tests.reliability.oracle import Pinger, Walker, alerts_in_table, check_alerts_once
+from gremio.settings import REPO_ROOT
+from tests.reliability.oracle import Pinger, Walker, alerts_in_table, check_alerts_once, produce_raw
 from tests.support import Members, TopicProbe, commit_at_end, new_plate, wait_for
 
 
@@ -47,6 +51,14 @@ def test_sigkill_rebuilds_the_view_and_repeats_no_alert(services, figures):
         wait_for(lambda: "assigned" in first.output(), timeout=60, what="the first instance assigned")
         pinger = Pinger(walkers).start()
         pinger.wait_rounds(3)
+        # Poison among the pings: dead-lettered once, not again when the rebuild re-reads it.
+        poison = produce_raw(
+            [
+                (t.LOCATIONS.name, p.encode(), b'{"plate": "' + p.encode(), [("type", b"CartPosition")],
+                 t.position_partition(p, t.LOCATIONS.partitions))
+                for p in steady[:5]
+            ]
+        )  # fmt: skip
         pinger.jump(*jumpers)
         wait_for(lambda: len(alerts_in_table(plates)) >= len(expected), timeout=60, what="the alerts")
         wait_for(lambda: set(plates) <= set(first.carts()), timeout=60, what="every cart on the first board")
@@ -79,13 +91,48 @@ def test_sigkill_rebuilds_the_view_and_repeats_no_alert(services, figures):
     found = check_alerts_once(expected, plates, probe)
     assert {rebuilt[p]["registered"] for p in quiet} == {True}
     dead = [m for m in probe.records(t.DEADLETTER.name) if m.key() and m.key().decode() in set(plates)]
-    assert dead == []
+    assert sorted((m.partition(), m.offset()) for m in poison) == sorted(
+        (int(gk.header(m, "source_partition")), int(gk.header(m, "source_offset"))) for m in dead
+    ), "each poison record dead-lettered exactly once, the rebuild's re-read included"
     figures.update(
         carts=len(plates),
         rounds=pinger.rounds,
         killed_in_round=killed_at,
         positions_sent=len(pinger.acked),
         quiet_carts_rebuilt=len(quiet),
+        poison_dead_lettered_once=len(poison),
         **found,
         repeated=0,
     )
+
+
+# The location service under a statistics callback every 50 ms (the runner's is every 5 s), so
+# one is always due when a rebalance callback returns: the moment it used to abort in.
+FREQUENT_STATS = """
+import sys, threading
+from consumers.locations.service import LocationService
+from gremio.runner import Runner
+service = LocationService(group_id=sys.argv[1]).start()
+options = service.runner_options()
+options["consumer_config"] = {**options["consumer_config"], "statistics.interval.ms": 50}
+runner = Runner(service, **options)
+threading.Timer(float(sys.argv[2]), runner.stop).start()
+code = runner.run()
+service.close()
+print("assigned" if runner.assigned.is_set() else "never assigned")
+raise SystemExit(code)
+"""
+
+
+def test_a_rebalance_with_statistics_due_does_not_abort_the_location_service():
+    """Found by the SIGKILL test: the consumer's list_topics() in on_assign cleared
+    confluent-kafka's call state, and the next stats callback aborted the process (SIGABRT)."""
+    group = f"reliability-locations-{uuid.uuid4()}"
+    command = [sys.executable, "-c", FREQUENT_STATS, group, "6"]
+    # The second joins a group the first has just left: a rebalance again.
+    runs = [
+        subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120) for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.strip() == "assigned"

@@ -40,7 +40,17 @@ from tests.reliability.oracle import (
     ids_in_table,
     produce_raw,
 )
-from tests.support import caught_up, commit_at_end, high_watermarks, new_plate, routed, wait_for
+from tests.support import (
+    caught_up,
+    commit_at_end,
+    committed,
+    high_watermarks,
+    make_table,
+    make_topic,
+    new_plate,
+    routed,
+    wait_for,
+)
 
 POISON = 1_000  # per topic
 MB = 1_000_000
@@ -290,3 +300,35 @@ def in_produce_order(records: list, acked: list) -> list:
     found = [by_key[key].pop() for _, key, *_ in records]
     assert all(digest(m.value()) == digest(r[2]) for m, r in zip(found, records, strict=True))
     return found
+
+
+def test_a_flood_of_1_mb_poison_is_drained_in_bounded_chunks_losing_and_doubling_nothing():
+    """The drain ends a chunk once its poison holds poison_bytes_per_transaction, and seeks back
+    to what it had fetched but not read: every valid record is stored once, every poison
+    record dead-lettered once, and the offsets end at the marks."""
+    rng = random.Random(3)
+    name = f"drain_flood_{uuid.uuid4().hex[:10]}"
+    topic, table = make_topic(name, 2), make_table(name, "sales")
+    carts = fleet(2, seed=3)
+    valid = [a_sale(carts[i % 2].next_sale()) for i in range(60)]
+    records = []
+    for sale in valid:
+        records.append(routed(sale, sales=topic))
+        records.append(
+            (topic, sale.plate.encode(), poison("one_megabyte", sale, rng)[0], [("type", b"Sale")], None)
+        )
+    acked = produce_raw(records)
+    dlq_marks = high_watermarks([t.DEADLETTER.name])
+
+    result = drain(topic, table, "gremio.records.Sale", f"group-{name}", poison_bytes_per_transaction=3 * MB)
+
+    assert (result["read"], result["inserted"], result["deadlettered"]) == (120, 60, 60)
+    assert result["transactions"] >= 60 // 3, "a chunk holds at most about 3 MB of poison"
+    assert len(ids_in_table(table, [s.id for s in valid])) == 60
+    poisoned = {(m.partition(), m.offset()) for m in acked if len(m.value()) == MB}
+    dead = [d for d in dead_letters(dlq_marks) if d.header("source_topic") == topic]
+    assert sorted(
+        (int(d.header("source_partition")), int(d.header("source_offset"))) for d in dead
+    ) == sorted(poisoned)
+    ends = {(topic, p): 1 + max(m.offset() for m in acked if m.partition() == p) for p in (0, 1)}
+    assert {tp: o for tp, o in committed(f"group-{name}").items() if tp in ends} == ends
