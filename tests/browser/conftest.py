@@ -60,13 +60,15 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+# Package-scoped, not session-scoped: Playwright's sync API keeps an event loop running on
+# the main thread until it stops, and later tests (the Kafka trigger's) call asyncio.run().
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     # Playwright gives every launch a fresh, throwaway --user-data-dir of its own.
     browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
