@@ -5,7 +5,9 @@ report have something to show:
 
 * N carts (SIMULATE_CARTS) walk around central Santiago at a walking pace and ping every
   SIMULATE_PING_SECONDS. They sell to their own pool of returning clients; stock drains
-  from 100 and, once it drops under the threshold, the cart is restocked a few minutes later.
+  from 100 (one cart in four sets out with what was left of the morning, a few doughs over
+  the threshold, so the first refill orders come within minutes of `make up`) and, once it
+  drops under the threshold, the cart is restocked a few minutes later.
 * Now and then a cart goes "offline" for a few minutes, keeps its sales, and sends them
   through /v1/sales/batch when it is back.
 * Strange events: a cart jumps kilometres, a ping comes from outside the service area, an
@@ -317,9 +319,17 @@ class Simulation:
             speed_ms=rng.uniform(*WALK_KMH) / 3.6,
             sale_every=rng.uniform(15, 60),
             regulars=regulars,
-            stock=self.settings.stock_refill_target,
+            stock=self._opening_stock(),
             moved_at=self.clock(),
         )
+
+    def _opening_stock(self) -> int:
+        """A full cart, or one cart in four with the morning's leftovers (a few over the threshold)."""
+        if self.rng.random() < 0.25:
+            return min(
+                self.settings.stock_refill_target, self.settings.stock_threshold + self.rng.randint(2, 12)
+            )
+        return self.settings.stock_refill_target
 
     # --- scheduling -------------------------------------------------------------------------
 

@@ -160,6 +160,17 @@ def test_carts_walk_around_santiago_ping_and_sell(api):
     assert max(counts.values()) >= 2  # returning clients
 
 
+def test_the_first_refill_orders_are_due_within_minutes_of_make_up(api):
+    """A newcomer should see orders soon: some carts set out with the morning's leftovers."""
+    _, sent = simulate(api, 300, carts=SETTINGS.simulate_carts)
+    low = [
+        body
+        for _, _, body, _, _ in sent.to("/v1/sales")
+        if body["stock_remaining"] < SETTINGS.stock_threshold
+    ]
+    assert low, "no cart ran low in the first 5 minutes"
+
+
 @pytest.fixture(scope="module")
 def long_run(api) -> tuple[Simulation, Recorder]:
     """Four hours of five carts (pinging every 30 s, to keep it quick)."""
