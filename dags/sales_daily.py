@@ -23,10 +23,11 @@ one day** by clearing its run, or by triggering the DAG with the config
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from dag_defaults import REPORT_DEFAULT_ARGS
 from kafka_drain import KafkaDrainOperator
 
 from gremio.settings import get_settings
@@ -41,13 +42,7 @@ TIMEZONE = SETTINGS.guild_timezone
     start_date=datetime.combine(SETTINGS.sales_daily_start_date, time(0, 15), ZoneInfo(TIMEZONE)),
     catchup=True,
     max_active_runs=1,
-    default_args={
-        "owner": "gremio",
-        "retries": 3,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=15),
-    },
+    default_args=REPORT_DEFAULT_ARGS,
     tags=["gremio", "sales", "reports"],
     doc_md=__doc__,
     params={
