@@ -20,6 +20,7 @@ from rich.text import Text
 
 from consumers.locations.board import render as render_live
 from gremio import db
+from gremio.safetext import screen as cell
 from gremio.settings import Settings, get_settings
 
 
@@ -52,7 +53,7 @@ def render_orders(orders: list[dict[str, Any]], tz: ZoneInfo) -> Table:
         )
         table.add_row(
             order["created_at"].astimezone(tz).strftime("%H:%M:%S"),
-            order["plate"],
+            cell(order["plate"]),
             str(order["stock_at_trigger"]),
             str(order["quantity"]),
             status,
@@ -65,13 +66,11 @@ def screen(settings: Settings, tz: ZoneInfo) -> RenderableType:
     try:
         parts.append(render_live(fetch_live(settings), tz, max_carts=12))
     except OSError as exc:
-        parts.append(
-            Text(f"live location service unreachable on port {settings.live_port}: {exc}", style="red")
-        )
+        parts.append(cell(f"live location service unreachable on port {settings.live_port}: {exc}", "red"))
     try:
         parts.append(render_orders(recent_orders(settings), tz))
     except Exception as exc:  # noqa: BLE001 - the screen says what is wrong and keeps going
-        parts.append(Text(f"database unreachable: {exc}", style="red"))
+        parts.append(cell(f"database unreachable: {exc}", "red"))
     return Group(*parts)
 
 

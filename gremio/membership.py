@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 from gremio.db import connect, query
 from gremio.records import now_utc
+from gremio.safetext import mask_rut, printable, screen
 from gremio.sales_stats import day_start
 from gremio.settings import get_settings
 from gremio.topics import MEMBERS_PREMIUM_PARTITION
@@ -40,6 +41,7 @@ from gremio.topics import MEMBERS_PREMIUM_PARTITION
 if TYPE_CHECKING:
     import psycopg
     from confluent_kafka import Message
+    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -243,15 +245,13 @@ def decide_pending(
         decisions = decide(applications, load_registry(conn, applications))
         _record(conn, decisions, decided_by, decided_at or now_utc())
     for d in decisions:
-        a = d.application
+        # Personal data never reaches logs: the id, the lane, the outcome and a masked RUT.
         log.info(
-            "%s %s application %s: %s (%s, %s)%s",
+            "application %s (%s, RUT %s): %s%s",
+            d.application.id,
+            "premium" if d.application.premium else "regular",
+            mask_rut(d.application.rut),
             d.status,
-            "premium" if a.premium else "regular",
-            a.id,
-            a.name,
-            a.rut,
-            a.plate,
             f": {d.rejection}" if d.rejection else "",
         )
     return decisions
@@ -321,6 +321,9 @@ def flag_rut(rut: str, reason: str, remove: bool = False) -> int:
     if not remove and not reason:
         print("gremio flag: --reason must say why", file=sys.stderr)
         return 2
+    if reason != printable(reason):
+        print("gremio flag: --reason must be plain text (no control characters)", file=sys.stderr)
+        return 2
     with connect() as conn:
         if remove:
             gone = conn.execute(
@@ -341,10 +344,7 @@ def flag_rut(rut: str, reason: str, remove: bool = False) -> int:
 
 def print_applications(status: str | None = None, month: str | None = None, limit: int = 200) -> int:
     """`gremio applications`: the applications, newest last, with their status and reason."""
-    from rich.table import Table
-
     settings = get_settings()
-    tz = ZoneInfo(settings.guild_timezone)
     params: dict[str, Any] = {
         "status": status,
         "month_start": None,
@@ -365,7 +365,20 @@ def print_applications(status: str | None = None, month: str | None = None, limi
         print("no applications" + (" match" if status or month else " yet"))
         return 0
     title = "Applications" + (f" received in {month}" if month else "") + (f", {status}" if status else "")
-    table = Table(title=f"{title} ({len(rows)}; times in {settings.guild_timezone})")
+    _console().print(applications_table(rows, settings.guild_timezone, title))
+    return 0
+
+
+def applications_table(rows: Sequence[Sequence[Any]], timezone: str, title: str = "Applications") -> Table:
+    """The rows of `members_applications_list` as a rich table.
+
+    Applicants' text goes in as `Text` (gremio.safetext.screen): never parsed as markup, and
+    without control characters.
+    """
+    from rich.table import Table
+
+    tz = ZoneInfo(timezone)
+    table = Table(title=screen(f"{title} ({len(rows)}; times in {timezone})"))
     for column in ("received", "lane", "RUT", "name", "plate", "status", "reason", "decided"):
         table.add_column(column, no_wrap=column not in ("name", "reason"))
     styles = {"approved": "green", "rejected": "red", "pending": "yellow"}
@@ -373,35 +386,44 @@ def print_applications(status: str | None = None, month: str | None = None, limi
         table.add_row(
             _local(received_at, tz),
             "premium" if premium else "regular",
-            rut,
-            name,
-            plate,
-            f"[{styles[state]}]{state}[/]",
-            reason or "",
+            screen(rut),
+            screen(name),
+            screen(plate),
+            screen(state, styles.get(state, "")),
+            screen(reason or ""),
             _local(decided_at, tz),
         )
-    _console().print(table)
-    return 0
+    return table
 
 
 def print_members() -> int:
     """`gremio members`: the guild's members, oldest first."""
-    from rich.table import Table
-
     settings = get_settings()
-    tz = ZoneInfo(settings.guild_timezone)
     with connect() as conn:
         rows = conn.execute(query("members_list")).fetchall()
+    _console().print(members_table(rows, settings.guild_timezone))
+    return 0
+
+
+def members_table(rows: Sequence[Sequence[Any]], timezone: str) -> Table:
+    """The rows of `members_list` as a rich table; members' text as `Text`, as above."""
+    from rich.table import Table
+
+    tz = ZoneInfo(timezone)
     premium = sum(1 for row in rows if row[4])
-    table = Table(title=f"Members ({len(rows)}, {premium} premium; times in {settings.guild_timezone})")
+    table = Table(title=f"Members ({len(rows)}, {premium} premium; times in {timezone})")
     for column in ("approved", "RUT", "name", "plate", "lane", "email"):
         table.add_column(column, no_wrap=column != "name")
     for approved_at, rut, name, plate, is_premium, email in rows:
         table.add_row(
-            _local(approved_at, tz), rut, name, plate, "premium" if is_premium else "regular", email
+            _local(approved_at, tz),
+            screen(rut),
+            screen(name),
+            screen(plate),
+            "premium" if is_premium else "regular",
+            screen(email),
         )
-    _console().print(table)
-    return 0
+    return table
 
 
 def _local(moment: datetime | None, tz: ZoneInfo) -> str:

@@ -3,14 +3,13 @@
 The month's rows are its regular applications (received in the month, decided by the
 month's review) and the premium applications the fast-track decided in the month: new
 members with premium ones marked, then the rejections with their reasons. Both files are
-pure functions of those rows (no "generated at"), written to a temporary name and renamed
+pure functions of those rows (no "generated at"; user text made safe by gremio.safetext, as in
+the daily report), written to a temporary name and renamed
 (`gremio.reports.write_atomic`), so re-running a month rewrites the same bytes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gremio.membership import spanish_reason
-from gremio.reports import MONTHS, cl_int, write_atomic
+from gremio.reports import MONTHS, cl_int, csv_bytes, text_lines, write_atomic
+from gremio.safetext import csv_cell
 from gremio.settings import Settings, get_settings
 
 CSV_COLUMNS = (
@@ -57,25 +57,27 @@ def _when(moment: datetime, timezone: str) -> datetime:
 
 
 def render_csv(month: date, rows: Sequence[dict[str, Any]], timezone: str) -> bytes:
-    """One line per decided application; times in the guild's zone with their offset."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in rows:
-        writer.writerow(
+    """One line per decided application; times in the guild's zone with their offset.
+
+    Text cells go through `csv_cell` (no spreadsheet formula injection).
+    """
+    return csv_bytes(
+        CSV_COLUMNS,
+        (
             [
                 f"{month:%Y-%m}",
                 r["status"],
                 "true" if r["premium"] else "false",
-                r["rut"],
-                r["name"],
-                r["plate"],
+                csv_cell(r["rut"]),
+                csv_cell(r["name"]),
+                csv_cell(r["plate"]),
                 _when(r["received_at"], timezone).isoformat(timespec="seconds"),
-                r["reason"] or "",
+                csv_cell(r["reason"] or ""),
                 str(r["id"]),
             ]
-        )
-    return out.getvalue().encode("utf-8")
+            for r in rows
+        ),
+    )
 
 
 def text_table(headers: Sequence[str], table: Sequence[Sequence[str]]) -> list[str]:
@@ -137,4 +139,4 @@ def render_txt(month: date, rows: Sequence[dict[str, Any]], timezone: str) -> by
         "o si ya hay una solicitud anterior pendiente con el mismo RUT.",
         "",
     ]
-    return "\n".join(out).encode("utf-8")
+    return text_lines(out)

@@ -1,7 +1,9 @@
 """The daily sales report files (DESIGN §5): `reports/daily/D.txt`, `.csv`, `.json` and `.png`.
 
 Every file is rendered to bytes by a pure function of the day's rows, so a re-run of a day
-writes the same bytes, and written under a temporary name that is then renamed, so a
+writes the same bytes. User text is made safe on the way (gremio.safetext): CSV text cells
+are neutralized against spreadsheet formula injection, and the .txt has no control
+characters. Each file is written under a temporary name that is then renamed, so a
 reader never sees half a report.
 """
 
@@ -14,11 +16,13 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+from gremio.safetext import csv_cell, printable
 from gremio.sales_stats import UNREGISTERED, DayTotals, MasterDay
 from gremio.settings import Settings, get_settings
 
@@ -43,6 +47,7 @@ MONTHS = (
 )  # fmt: skip
 TOP_MASTERS = 3
 CHART_MAX_BARS = 40
+CHART_NAME_CHARS = 40
 
 
 def write_atomic(path: Path, content: bytes) -> Path:
@@ -87,25 +92,43 @@ def write_daily(
 # --- CSV and JSON: for machines ----------------------------------------------------------------
 
 
-def render_csv(rows: list[MasterDay]) -> bytes:
+def csv_bytes(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:
+    """A CSV file: a header line, then the rows; LF line ends, minimal quoting, UTF-8.
+
+    The csv module quotes a cell only for the characters of its own line terminator, so with
+    LF line ends a CR inside a cell would go unquoted and split the row for most readers:
+    each row is written with CRLF (so CR and LF in cells are quoted), then ends in LF.
+    """
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in rows:
-        writer.writerow(
+    writer = csv.writer(out, lineterminator="\r\n")
+    lines = []
+    for row in (columns, *rows):
+        writer.writerow(row)
+        lines.append(out.getvalue().removesuffix("\r\n"))
+        out.seek(0)
+        out.truncate()
+    return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+def render_csv(rows: list[MasterDay]) -> bytes:
+    """The contract's columns; text cells through `csv_cell` (formula injection), numbers as they are."""
+    return csv_bytes(
+        CSV_COLUMNS,
+        (
             [
                 r.day.isoformat(),
-                r.rut,
-                r.name,
-                r.plate,
+                csv_cell(r.rut),
+                csv_cell(r.name),
+                csv_cell(r.plate),
                 r.sales_count,
                 r.units_sold,
                 r.clients,
                 f"{r.avg_units_per_client:.2f}",
-                r.frequent_clients_text,
+                csv_cell(r.frequent_clients_text),
             ]
-        )
-    return out.getvalue().encode("utf-8")
+            for r in rows
+        ),
+    )
 
 
 def render_json(day: date, rows: list[MasterDay], totals: DayTotals, timezone: str) -> bytes:
@@ -251,7 +274,14 @@ def render_txt(
         "En el total, un cliente que compró a varios maestros cuenta una vez.",
         "",
     ]
-    return "\n".join(out).encode("utf-8")
+    return text_lines(out)
+
+
+def text_lines(lines: list[str]) -> bytes:
+    """A text report's lines as UTF-8, each through `printable`: no control character or
+    invisible format character from a name or a client reaches the file (U+FFFD instead,
+    one for one, so the columns stay aligned)."""
+    return "\n".join(printable(line) for line in lines).encode("utf-8")
 
 
 def _can_draw() -> bool:
@@ -265,6 +295,17 @@ def _can_draw() -> bool:
 # --- PNG: units per master ----------------------------------------------------------------------
 
 
+def _chart_label(r: MasterDay) -> str:
+    """`name (plate)`, the name cut to CHART_NAME_CHARS characters (the .txt has it whole).
+
+    Plain text: no control characters, and a `$` is not the start of matplotlib's mathtext.
+    """
+    name = printable(_display_name(r))
+    if len(name) > CHART_NAME_CHARS:
+        name = name[: CHART_NAME_CHARS - 1].rstrip() + "…"
+    return f"{name} ({printable(_display_plate(r))})".replace("$", r"\$")
+
+
 def render_png(day: date, rows: list[MasterDay]) -> bytes:
     """A bar chart of units per master; the same rows give the same bytes (no timestamps)."""
     import matplotlib
@@ -273,7 +314,7 @@ def render_png(day: date, rows: list[MasterDay]) -> bytes:
     from matplotlib.figure import Figure
 
     shown = rows[:CHART_MAX_BARS]
-    labels = [f"{_display_name(r)} ({_display_plate(r)})" for r in shown]
+    labels = [_chart_label(r) for r in shown]
     units = [r.units_sold for r in shown]
     fig = Figure(figsize=(9, 1.5 + 0.35 * max(len(shown), 1)), dpi=100)
     ax = fig.add_subplot()
@@ -285,7 +326,14 @@ def render_png(day: date, rows: list[MasterDay]) -> bytes:
     more = f" (los {CHART_MAX_BARS} primeros de {len(rows)})" if len(rows) > len(shown) else ""
     ax.set_title(f"Unidades por maestro · {spanish_date(day)}{more}")
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
     out = io.BytesIO()
-    fig.savefig(out, format="png", metadata={"Software": None})
+    with warnings.catch_warnings():
+        # A name in a script or an emoji the chart's font lacks is drawn as a box: the chart
+        # is still right, and the .txt, .csv and .json carry the name as written. For some
+        # scripts (Devanagari, Bengali, Tamil...) matplotlib follows the missing glyph's
+        # warning with a second one, that it cannot shape the script: the same boxes.
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+        warnings.filterwarnings("ignore", r"Matplotlib currently does not support .* natively", UserWarning)
+        fig.tight_layout()
+        fig.savefig(out, format="png", metadata={"Software": None})
     return out.getvalue()

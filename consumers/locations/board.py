@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consumers.locations.view import LiveView
+from gremio.safetext import screen
 
 _KIND_STYLE = {
     "jump": "magenta",
@@ -26,17 +27,21 @@ _KIND_STYLE = {
 
 
 def render(snapshot: dict[str, list[dict[str, Any]]], tz: ZoneInfo, max_carts: int = 30) -> RenderableType:
-    """The board for one `/v1/live` snapshot."""
+    """The board for one `/v1/live` snapshot.
+
+    Every value from a record goes in as a `Text` through `screen()`: never parsed as rich
+    markup, and without control characters that could break the layout.
+    """
     carts = snapshot["carts"]
     table = Table(title=f"Live carts ({len(carts)})", expand=True, title_justify="left")
     for name, justify in (("Plate", "left"), ("Master", "left"), ("Lat", "right"), ("Lon", "right"),
                           ("Seen (s ago)", "right"), ("Speed (km/h)", "right")):  # fmt: skip
         table.add_column(name, justify=justify)
     for cart in carts[:max_carts]:
-        master = Text(cart["master"]) if cart["registered"] else Text("unregistered", style="red")
+        master = screen(cart["master"]) if cart["registered"] else Text("unregistered", style="red")
         speed = "" if cart["speed_kmh"] is None else f"{cart['speed_kmh']:.1f}"
         table.add_row(
-            cart["plate"], master, f"{cart['lat']:.5f}", f"{cart['lon']:.5f}",
+            screen(cart["plate"]), master, f"{cart['lat']:.5f}", f"{cart['lon']:.5f}",
             f"{cart['seconds_since_seen']:.0f}", speed,
         )  # fmt: skip
     if len(carts) > max_carts:
@@ -49,8 +54,8 @@ def render(snapshot: dict[str, list[dict[str, Any]]], tz: ZoneInfo, max_carts: i
         distance = report["nearest_distance_m"]
         reports.add_row(
             _local(report["received_at"], tz), f"{report['lat']:.5f}", f"{report['lon']:.5f}",
-            report["nearest_plate"] or "none live", "" if distance is None else f"{distance:.0f}",
-            report["plate"] or "", (report["description"] or "")[:40],
+            screen(report["nearest_plate"] or "none live"), "" if distance is None else f"{distance:.0f}",
+            screen(report["plate"] or ""), screen((report["description"] or "")[:40]),
         )  # fmt: skip
 
     alerts = Table(title="Alerts", expand=True, title_justify="left")
@@ -58,8 +63,8 @@ def render(snapshot: dict[str, list[dict[str, Any]]], tz: ZoneInfo, max_carts: i
         alerts.add_column(name)
     for alert in snapshot["alerts"][:10]:
         alerts.add_row(
-            _local(alert["created_at"], tz), Text(alert["kind"], style=_KIND_STYLE.get(alert["kind"], "")),
-            alert["plate"] or "", alert["detail"],
+            _local(alert["created_at"], tz), screen(alert["kind"], style=_KIND_STYLE.get(alert["kind"], "")),
+            screen(alert["plate"] or ""), screen(alert["detail"]),
         )  # fmt: skip
     return Group(table, reports, alerts)
 

@@ -10,7 +10,6 @@ today): the premium runs here decide them too, which is what a run is for.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import MemberApplication, now_utc
 from gremio.settings import get_settings
-from tests.support import TopicProbe
+from tests.support import TopicProbe, task_result
 
 SCL = ZoneInfo("America/Santiago")
 DAG_SETTINGS = {"MEMBERS_MONTHLY_START_DATE": "2024-12-01"}
@@ -403,10 +402,6 @@ def test_the_premium_path_decides_premium_applications_and_leaves_regular_ones_f
 def test_a_run_decides_every_pending_premium_application_and_a_rerun_or_resend_decides_nothing(
     premium, fast_lane
 ):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
     more = [
         application(17710010 + i, f"Vale Burst{i}", f"GRTZ{10 + i}", now_utc(), premium=True)
         for i in range(3)
@@ -420,16 +415,8 @@ def test_a_run_decides_every_pending_premium_application_and_a_rerun_or_resend_d
     produce([fast_lane["zoe"]])
     run = run_premium(premium)
     assert statuses(list(fast_lane.values()) + more) == decided
-    with create_session() as session:
-        returned = session.scalar(
-            select(XComModel.value).where(
-                XComModel.dag_id == "members_premium",
-                XComModel.run_id == run.run_id,
-                XComModel.task_id == "decide_premium",
-                XComModel.key == "return_value",
-            )
-        )
-    assert (json.loads(returned) if isinstance(returned, str) else returned) == {
+    returned = task_result("members_premium", run.run_id, "decide_premium")
+    assert returned == {
         "approved": [],
         "rejected": {},
     }
@@ -438,6 +425,70 @@ def test_a_run_decides_every_pending_premium_application_and_a_rerun_or_resend_d
             "select count(*) from member_applications where id = %s", (fast_lane["zoe"].id,)
         ).fetchone()
     assert count == (1,)
+
+
+def drain_summary(dag_id: str, run_id: str, task_id: str) -> dict:
+    return task_result(dag_id, run_id, task_id)
+
+
+def test_an_application_postgresql_refuses_is_dead_lettered_and_later_ones_are_still_decided(
+    premium, monthly
+):
+    """An application that decodes but that PostgreSQL refuses (a trigger raising 22021, as for
+    a NUL byte in a name) does not stall the drains: it goes to deadletter, and a premium
+    application received after it is decided by the same run."""
+    from airflow.utils.state import DagRunState
+
+    now = now_utc()
+    refused_premium = application(17710060, "Refusada Rapida", "GRTZ60", now - timedelta(seconds=30), True)
+    refused_regular = application(17710061, "Refusada Lenta", "GRTZ61", now - timedelta(seconds=20))
+    later = application(17710062, "Lola Despues", "GRTZ62", now - timedelta(seconds=10), True)
+    with db.connect() as conn:
+        conn.execute(
+            "create function refuse_test_application() returns trigger language plpgsql as $$ begin"
+            " if new.first_name = 'Refusada' then"
+            " raise exception 'refused for the test' using errcode = '22021'; end if;"
+            " return new; end $$"
+        )
+        conn.execute(
+            "create trigger refuse_test_application before insert on member_applications"
+            " for each row execute function refuse_test_application()"
+        )
+    probe = TopicProbe([t.DEADLETTER.name])
+    try:
+        produce([refused_premium, refused_regular, later])
+        run = run_premium(premium)
+        # The monthly drain (its own group, p0 only) meets the refused regular one too.
+        month = f"{now.astimezone(SCL):%Y-%m}"
+        monthly_run = monthly.test(run_conf={"month": month})
+        assert monthly_run.state == DagRunState.SUCCESS
+    finally:
+        with db.connect() as conn:
+            conn.execute("drop trigger if exists refuse_test_application on member_applications")
+            conn.execute("drop function if exists refuse_test_application()")
+        decided = statuses([refused_premium, refused_regular, later])
+        cleanup()
+
+    assert decided == {
+        "Refusada GRTZ60": ("not drained", None),
+        "Refusada GRTZ61": ("not drained", None),
+        "Lola GRTZ62": ("approved", None),
+    }
+    summary = drain_summary("members_premium", run.run_id, "drain_applications")
+    assert summary["refused"] == 2 and summary["deadletters"] == {"members": {"undecodable": 0, "refused": 2}}
+    monthly_summary = drain_summary("members_monthly", monthly_run.run_id, "drain_regular_applications")
+    assert monthly_summary["refused"] == 1
+    dead = [m for m in probe.records(t.DEADLETTER.name) if gk.header(m, t.DLQ_SOURCE_TOPIC) == "members"]
+    by_value = {}
+    for m in dead:
+        by_value.setdefault(m.value(), []).append(m)
+    assert len(by_value[refused_premium.to_bytes()]) == 1
+    assert len(by_value[refused_regular.to_bytes()]) == 2, "once by each drain, each with its own offsets"
+    assert later.to_bytes() not in by_value
+    letter = by_value[refused_premium.to_bytes()][0]
+    assert gk.header(letter, t.DLQ_SOURCE_PARTITION) == str(t.MEMBERS_PREMIUM_PARTITION)
+    assert gk.header(letter, t.DLQ_ERROR).startswith("CharacterNotInRepertoire [22021]: refused for the test")
+    assert gk.header(letter, "type") == "MemberApplication"
 
 
 # --- the AssetWatcher's trigger, on the real broker ------------------------------------------------

@@ -19,7 +19,7 @@ from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import Sale, client_key
 from gremio.settings import get_settings
-from tests.support import TopicProbe, task_tries, wait_for, waits_on_lock
+from tests.support import TopicProbe, task_result, task_tries, wait_for, waits_on_lock
 
 SCL = ZoneInfo("America/Santiago")
 D = date(2025, 1, 15)
@@ -237,6 +237,10 @@ def test_postgres_stopped_during_the_drain_fails_the_task_and_the_retry_loads_ev
     saved = {task.task_id: (task.retry_delay, task.retry_exponential_backoff) for task in dag.tasks}
     for task in dag.tasks:
         task.retry_delay, task.retry_exponential_backoff = timedelta(seconds=1), 0
+    # The drain would ride out a short outage itself (tests/integration/test_drain_restart.py):
+    # with no time for that, this is the path where the failure outlasts its bound.
+    drain = dag.get_task("drain_sales")
+    saved_transient_timeout, drain.transient_timeout = drain.transient_timeout, 0
 
     # Hold the drain inside its first transaction: its INSERT waits for this lock...
     blocker = db.connect(autocommit=False)
@@ -266,6 +270,7 @@ def test_postgres_stopped_during_the_drain_fails_the_task_and_the_retry_loads_ev
         stack.start_postgres()
         for task in dag.tasks:
             task.retry_delay, task.retry_exponential_backoff = saved[task.task_id]
+        drain.transient_timeout = saved_transient_timeout
 
     assert stopped.is_set(), "PostgreSQL was stopped during the drain"
     # Airflow archives a try that ended up_for_retry as failed.
@@ -276,6 +281,58 @@ def test_postgres_stopped_during_the_drain_fails_the_task_and_the_retry_loads_ev
         ).fetchone()
     assert stored == (60,)
     assert "2025-01-18,11111111-1,Rosa Fuentes,WXZT11,60," in report(day, "csv").read_text(encoding="utf-8")
+
+
+def drain_summary(run) -> dict:
+    """What the run's drain_sales returned (its XCom)."""
+    return task_result("sales_daily", run.run_id, "drain_sales")
+
+
+def test_a_sale_postgresql_refuses_is_dead_lettered_and_the_day_is_reported_without_it(dag, hand_built_day):
+    """A sale that decodes but that PostgreSQL refuses (here a trigger raising 22021, as for a NUL
+    byte) does not fail the run: it goes to deadletter with the error, the rest is reported."""
+    day = days(5)
+    sales = [sale("WXZT11", f"cliente {i}", 2, at(day, 9) + timedelta(minutes=i)) for i in range(8)]
+    refused = sale("WXZT11", "cliente rechazado", 5, at(day, 9, 30))
+    with db.connect() as conn:
+        conn.execute(
+            "create function refuse_test_sale() returns trigger language plpgsql as $$ begin"
+            " if new.client = 'cliente rechazado' then"
+            " raise exception 'refused for the test' using errcode = '22021'; end if;"
+            " return new; end $$"
+        )
+        conn.execute(
+            "create trigger refuse_test_sale before insert on sales for each row execute function refuse_test_sale()"
+        )
+    probe = TopicProbe([t.DEADLETTER.name])
+    try:
+        produce_sales([*sales[:4], refused, *sales[4:]])
+        run = run_day(dag, day)
+    finally:
+        with db.connect() as conn:
+            conn.execute("drop trigger if exists refuse_test_sale on sales")
+            conn.execute("drop function if exists refuse_test_sale()")
+
+    summary = drain_summary(run)
+    assert summary["refused"] == 1
+    assert summary["deadletters"]["sales"]["refused"] == 1
+    assert task_tries("sales_daily", run.run_id, "drain_sales") == [(1, "success")]
+    dead = [
+        m for m in probe.records(t.DEADLETTER.name)
+        if gk.header(m, t.DLQ_SOURCE_TOPIC) == "sales" and m.value() == refused.to_bytes()
+    ]  # fmt: skip
+    assert len(dead) == 1
+    assert gk.header(dead[0], t.DLQ_ERROR).startswith(
+        "CharacterNotInRepertoire [22021]: refused for the test"
+    )
+    with db.connect() as conn:
+        stored = conn.execute(
+            "select count(*) from sales where id = any(%s)", ([s.id for s in [*sales, refused]],)
+        ).fetchone()
+    assert stored == (8,)
+    assert f"{day.isoformat()},11111111-1,Rosa Fuentes,WXZT11,8,16," in report(day, "csv").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_the_documented_backfill_command_selects_whole_days(dag, hand_built_day, backfill_dry_run):

@@ -240,3 +240,83 @@ def test_txt_is_for_people_and_says_when_a_section_is_empty():
     assert "Nuevos socios: 0 (0 premium) · Rechazadas: 1 · Solicitudes decididas: 1" in text
     assert "Ningún socio nuevo este mes." in text
     assert "Luis Soto, hijo  7654321-6  AB1234   regular  30-11-2026 20:00  antecedentes" in text
+
+
+def hostile(text: str, **changes) -> dict:
+    return {**ROWS[1], "name": text, "reason": text, **changes}
+
+
+@pytest.mark.parametrize(
+    "text", ['=HYPERLINK("http://evil.example","x")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+)
+def test_members_csv_text_cells_that_could_start_a_formula_are_prefixed(text):
+    import csv
+    import io
+
+    body = membership_report.render_csv(date(2026, 11, 1), [hostile(text)], "America/Santiago")
+    (row,) = list(csv.reader(io.StringIO(body.decode(), newline="")))[1:]
+    assert row[4] == "'" + text  # name
+    assert row[7] == "'" + text  # reason
+    assert row[:4] == ["2026-11", "rejected", "false", "7654321-6"]
+    assert row[6] == "2026-11-30T20:00:00-03:00"
+    assert body == membership_report.render_csv(date(2026, 11, 1), [hostile(text)], "America/Santiago")
+
+
+def test_members_txt_shows_no_control_characters():
+    text = membership_report.render_txt(
+        date(2026, 11, 1), [hostile("Luis\x1b[31m\u202eSoto\r\n")], "America/Santiago"
+    ).decode()
+    assert "\x1b" not in text and "\r" not in text and "\u202e" not in text
+    assert "Luis\ufffd[31m\ufffdSoto\ufffd\ufffd" in text
+
+
+# --- decide_pending's log: no personal data ---------------------------------------------------------
+
+
+class FakeConn:
+    """Just enough of a psycopg connection for decide_pending: the pending rows, nothing else."""
+
+    def __init__(self, pending: list[Application]) -> None:
+        self.pending = pending
+
+    def transaction(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def execute(self, sql: str, params=None):
+        from unittest import mock
+
+        from gremio.db import query
+
+        result = mock.MagicMock()
+        if sql == query("members_pending"):
+            result.fetchall.return_value = [
+                (a.id, a.first_name, a.last_name, a.rut, a.email, a.plate, a.premium, a.received_at)
+                for a in self.pending
+            ]
+        elif sql == query("members_insert"):
+            result.fetchall.return_value = [(i,) for i in params["ids"]]
+        else:
+            result.__iter__.return_value = iter(())
+        return result
+
+
+def test_decide_pending_logs_ids_lanes_outcomes_and_masked_ruts_only(caplog):
+    import logging
+
+    from gremio.membership import decide_pending
+
+    first = app("12345678-5", "BBCL12", premium=True, n=1)
+    second = app("12345678-5", "CDFG34", minutes=1, premium=True, n=2)
+    with caplog.at_level(logging.INFO, logger="gremio.membership"):
+        decisions = decide_pending(FakeConn([first, second]), premium=True, decided_by="test")
+    assert [d.status for d in decisions] == ["approved", "rejected"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "gremio.membership"]
+    assert lines == [
+        f"application {first.id} (premium, RUT 12.3**.***-5): approved",
+        f"application {second.id} (premium, RUT 12.3**.***-5): rejected: RUT is already a member",
+    ]
+    logged = "\n".join(lines)
+    for personal in ("12345678", "Ana", "Pérez", "ana@example.cl", "BBCL12", "CDFG34"):
+        assert personal not in logged

@@ -119,3 +119,86 @@ def test_without_matplotlib_the_chart_is_skipped_and_the_rest_written(tmp_path, 
     )
     paths = reports.write_daily(DAY, ROWS, TOTALS, Settings(reports_dir=tmp_path))
     assert sorted(p.suffix for p in paths) == [".csv", ".json", ".txt"]
+
+
+# --- user text in the files (formula injection, control characters) ---------------------------------
+
+HOSTILE = ['=HYPERLINK("http://evil.example","x")', "+1", "-2+3", "@SUM(A1:A9)", "\tx", "\rx"]
+
+
+def hostile_rows() -> list[MasterDay]:
+    return [
+        MasterDay(DAY, "12345678-5", text, "BBCL12", 1, 2, 1, (FrequentClient(text, 2, 2),))
+        for text in HOSTILE
+    ]
+
+
+def test_csv_text_cells_that_could_start_a_formula_are_prefixed_and_numbers_stay_numbers():
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(reports.render_csv(hostile_rows()).decode(), newline="")))
+    assert rows[0] == list(reports.CSV_COLUMNS)
+    for text, row in zip(HOSTILE, rows[1:], strict=True):
+        assert row[2] == "'" + text  # name
+        assert row[8] == f"'{text}:2"  # frequent_clients
+        assert row[4:8] == ["1", "2", "1", "2.00"]  # numbers untouched
+        assert row[1] == "12345678-5" and row[3] == "BBCL12"
+
+
+def test_csv_with_hostile_text_gives_the_same_bytes_twice():
+    assert reports.render_csv(hostile_rows()) == reports.render_csv(hostile_rows())
+
+
+def test_csv_leaves_ordinary_text_alone():
+    row = MasterDay(DAY, "1-9", "María-José 'Pepa'", "BBCL12", 1, 1, 1, (FrequentClient("don-pepe", 2, 2),))
+    assert reports.render_csv([row]).decode().splitlines()[1] == (
+        "2026-11-28,1-9,María-José 'Pepa',BBCL12,1,1,1,1.00,don-pepe:2"
+    )
+
+
+def test_txt_shows_no_control_characters_and_keeps_its_columns():
+    rows = [
+        MasterDay(DAY, "12345678-5", "Ana\x1b[2J\u202eX", "BBCL12", 3, 9, 1, (FrequentClient("a\nb", 2, 2),)),
+        MasterDay(DAY, "7654321-6", "Normal Name", "CD5678", 1, 1, 1),
+    ]
+    text = reports.render_txt(DAY, rows, DayTotals(4, 10, 2), TZ).decode()
+    assert not any(ord(ch) < 0x20 and ch != "\n" for ch in text)
+    assert "\x1b" not in text and "\u202e" not in text and "\x7f" not in text
+    assert "Ana\ufffd[2J\ufffdX" in text
+    assert "a\ufffdb (2)" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("Maestro  "))
+    ana = next(line for line in lines if line.startswith("Ana"))
+    normal = next(line for line in lines if line.startswith("Normal Name"))
+    assert ana.index("12345678-5") == normal.index("7654321-6") == header.index("RUT")
+    assert reports.render_txt(DAY, rows, DayTotals(4, 10, 2), TZ) == reports.render_txt(
+        DAY, rows, DayTotals(4, 10, 2), TZ
+    )
+
+
+def test_the_chart_takes_hostile_names():
+    rows = [MasterDay(DAY, "12345678-5", "$\\frac{1}{$ \x1b", "BBCL12", 1, 2, 1)]
+    assert reports.render_png(DAY, rows).startswith(b"\x89PNG")
+
+
+def test_the_chart_draws_names_its_font_lacks_as_boxes_without_a_warning():
+    # pytest turns warnings into errors here: a missing glyph must not fail the daily run.
+    rows = [MasterDay(DAY, "12345678-5", "Zoë 🥟🇨🇱 مرحبا 漢字", "BBCL12", 1, 2, 1)]
+    assert reports.render_png(DAY, rows).startswith(b"\x89PNG")
+
+
+def test_the_chart_draws_scripts_matplotlib_cannot_shape_without_a_warning():
+    # For Devanagari, Bengali, Tamil... matplotlib adds "Matplotlib currently does not
+    # support Devanagari natively." to the missing glyph's warning (found by
+    # tests/integration/test_hostile_properties.py with a master named "नमस्ते").
+    rows = [MasterDay(DAY, "12345678-5", "नमस्ते সুমি தமிழ்", "BBCL12", 1, 2, 1)]
+    assert reports.render_png(DAY, rows).startswith(b"\x89PNG")
+
+
+def test_chart_labels_are_cut_to_fit_and_keep_a_literal_dollar():
+    longest = MasterDay(DAY, "12345678-5", "x" * 80 + " " + "y" * 80, "BBCL12", 1, 2, 1)
+    label = reports._chart_label(longest)
+    assert label == "x" * 39 + "… (BBCL12)"
+    assert reports._chart_label(MasterDay(DAY, "1-9", "$5", "BBCL12", 1, 1, 1)) == r"\$5 (BBCL12)"
+    assert reports.render_png(DAY, [longest]).startswith(b"\x89PNG")  # no tight-layout warning
