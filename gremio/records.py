@@ -7,7 +7,9 @@ Spanish aliases, without the fields the API assigns (`id`, `received_at`).
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -34,17 +36,78 @@ ID_NAMESPACE = uuid.UUID("6f0b7a52-3c1e-5d8e-9a51-5e0c1a9d2b7f")
 OLD_PLATE = re.compile(r"^[A-Z]{2}[0-9]{4}$")
 NEW_PLATE = re.compile(r"^[BCDFGHJKLPRSTVWXYZ]{4}[0-9]{2}$")
 _PLATE_SEPARATORS = re.compile(r"[\s\-\.·•_]+")
+_RUT_BODY = re.compile(r"[1-9][0-9]{0,7}")
+_RUT_CHECK = re.compile(r"[0-9K]")
 
 
 # --- field-level normalizers ------------------------------------------------------------
+
+# What no text field may hold (DESIGN §3): characters that are invisible, that reorder or
+# break the text around them, or that no UTF-8 encoder can write. By Unicode category.
+_REFUSED_CATEGORIES = {
+    "Cc": "control character",  # C0, DEL and C1, NUL included
+    "Cs": "lone surrogate",  # cannot be encoded as UTF-8
+    "Cf": "invisible format character",  # bidi overrides and isolates, zero-width, BOM, soft hyphen...
+    "Zl": "line separator",  # U+2028
+    "Zp": "paragraph separator",  # U+2029
+}
+# What a phone textarea types between words: folded into one space where allowed.
+_TYPED_WHITESPACE = frozenset("\t\n\r")
+
+
+def _describe(char: str) -> str:
+    """`U+202E (RIGHT-TO-LEFT OVERRIDE)`: the character named, never the text around it."""
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def clean_text(value: Any, *, collapse: bool = False, fold_whitespace: bool = False) -> str:
+    """Text as every field keeps it: checked, NFC, trimmed.
+
+    Refuses control characters, lone surrogates, invisible format characters and the
+    line/paragraph separators, naming the first one found. `collapse` also turns each
+    inner run of whitespace into one space; `fold_whitespace` does that too and lets tab,
+    CR and LF through first (they are folded away), for text typed in a textarea.
+    """
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    for char in value:
+        refused = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if refused and not (fold_whitespace and char in _TYPED_WHITESPACE):
+            raise ValueError(f"contains the {refused} {_describe(char)}")
+    text = unicodedata.normalize("NFC", value)
+    if collapse or fold_whitespace:
+        return " ".join(text.split())
+    return text.strip()
+
+
+def ascii_fold(value: Any, what: str, separators: re.Pattern[str] | None = None) -> str:
+    """An identifier (RUT, plate) as ASCII: NFKC, other-script decimal digits as 0-9, else refused.
+
+    NFKC folds the fullwidth forms a phone keyboard may type ('ＡＢ１２３４'); digits of
+    other scripts ('١٢') become ASCII digits; `separators` are then removed. Whatever is
+    still not ASCII is refused, before any case mapping (upper() would turn 'ß' into 'SS'
+    and 'ı' into 'I').
+    """
+    text = unicodedata.normalize("NFKC", clean_text(value))
+    text = "".join(
+        str(unicodedata.decimal(c)) if not c.isascii() and unicodedata.category(c) == "Nd" else c
+        for c in text
+    )
+    if separators is not None:
+        text = separators.sub("", text)
+    for char in text:
+        if not char.isascii():
+            raise ValueError(f"is not a {what}: it contains the non-ASCII character {_describe(char)}")
+    return text
 
 
 def normalize_plate(value: Any) -> str:
     """Upper case without separators, and one of the two Chilean plate formats."""
     if not isinstance(value, str):
         raise ValueError("plate must be a string such as 'BBCL12' or 'AB1234'")
-    plate = _PLATE_SEPARATORS.sub("", value).upper()
-    if not (OLD_PLATE.match(plate) or NEW_PLATE.match(plate)):
+    plate = ascii_fold(value, "Chilean plate", _PLATE_SEPARATORS).upper()
+    if not (OLD_PLATE.fullmatch(plate) or NEW_PLATE.fullmatch(plate)):
         raise ValueError(
             f"{value!r} is not a Chilean plate: expected two letters and four digits "
             "(AB1234) or four consonants and two digits (BBCL12)"
@@ -56,9 +119,9 @@ def normalize_rut(value: Any) -> str:
     """The RUT as `12345678-5`: digits, a dash and the modulo-11 check digit."""
     if not isinstance(value, str):
         raise ValueError("rut must be a string such as '12.345.678-5'")
-    compact = stdnum_rut.compact(value)
+    compact = stdnum_rut.compact(ascii_fold(value, "RUT"))
     body, check = compact[:-1].lstrip("0"), compact[-1:]
-    if not body or not body.isdigit() or len(body) > 8 or check not in "0123456789K":
+    if not _RUT_BODY.fullmatch(body) or not _RUT_CHECK.fullmatch(check):
         raise ValueError(f"{value!r} is not a RUT: expected digits, a dash and a check digit")
     try:
         if len(body) >= 7:
@@ -75,31 +138,38 @@ def normalize_rut(value: Any) -> str:
 
 
 def normalize_email(value: Any) -> str:
-    """An email address checked and normalized by email-validator (no DNS lookups)."""
+    """An email address checked and normalized by email-validator (no DNS lookups).
+
+    The text rules run first, on what was sent, so a hidden character gets the same error as
+    in any other field; email-validator then checks and normalizes the trimmed address.
+    """
     if not isinstance(value, str):
         raise ValueError("email must be a string")
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        return validate_email(clean_text(value), check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
 
 
-def normalize_name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    name = " ".join(value.split())
-    if not 1 <= len(name) <= 80:
+def _length_1_to_80(text: str) -> str:
+    if not 1 <= len(text) <= 80:
         raise ValueError("must be 1 to 80 characters after trimming")
-    return name
+    return text
+
+
+def normalize_name(value: Any) -> str:
+    """A name, trimmed, each inner run of spaces as one; a tab or a newline in a name is refused."""
+    return _length_1_to_80(clean_text(value, collapse=True))
 
 
 def normalize_client(value: Any) -> str:
-    """Clients are kept as written; they are compared trimmed and lower-cased."""
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    if not 1 <= len(value.strip()) <= 80:
-        raise ValueError("must be 1 to 80 characters after trimming")
-    return value
+    """The client as the cart wrote them, trimmed and NFC; they are compared lower-cased too."""
+    return _length_1_to_80(clean_text(value))
+
+
+def normalize_description(value: Any) -> str:
+    """A report's description: typed in a phone's textarea, so line breaks and tabs fold into spaces."""
+    return clean_text(value, fold_whitespace=True)
 
 
 def client_key(client: str) -> str:
@@ -112,6 +182,24 @@ def derive_id(idempotency_key: str | None, *scope: str) -> uuid.UUID:
     if idempotency_key is None:
         return uuid.uuid4()
     return uuid.uuid5(ID_NAMESPACE, "\x1f".join((*scope, idempotency_key)))
+
+
+def body_digest(body: BaseModel) -> str:
+    """SHA-256 of a validated request body in its canonical form (normalized fields, JSON).
+
+    Part of a derived id's scope: a retry of the same request (even spelled differently,
+    "ab-1234" for "AB1234") keeps its id, and two different requests that happen to send
+    the same Idempotency-Key never share one (DESIGN §4, idempotency).
+    """
+    return hashlib.sha256(body.model_dump_json().encode("utf-8")).hexdigest()
+
+
+def request_id(idempotency_key: str | None, path: str, body: BaseModel, *scope: str) -> uuid.UUID:
+    """The id of the record a request makes: fresh without a key, else derived from
+    (path, scope, the body's digest, the key), so only a retry of the same request shares it."""
+    if idempotency_key is None:
+        return uuid.uuid4()
+    return derive_id(idempotency_key, path, *scope, body_digest(body))
 
 
 def now_utc() -> datetime:
@@ -146,9 +234,7 @@ PersonName = Annotated[
 Client = Annotated[
     str,
     BeforeValidator(normalize_client),
-    _schema(
-        "the client as the cart knows them; compared trimmed and lower-cased", "cliente-017", minLength=1
-    ),
+    _schema("the client as the cart knows them, trimmed; compared lower-cased", "cliente-017", minLength=1),
 ]
 # Strict: a JSON number only (true or "-33.4" is a client bug, not a coordinate).
 Latitude = Annotated[float, Field(strict=True, ge=-90, le=90, allow_inf_nan=False)]
@@ -156,7 +242,14 @@ Longitude = Annotated[float, Field(strict=True, ge=-180, le=180, allow_inf_nan=F
 Quantity = Annotated[int, Field(strict=True, ge=1, le=1000)]
 Stock = Annotated[int, Field(strict=True, ge=0, le=10000)]
 Timestamp = AwareDatetime
-Description = Annotated[str, Field(max_length=500)]
+Description = Annotated[
+    str,
+    Field(max_length=500),
+    BeforeValidator(normalize_description),
+    _schema(
+        "at most 500 characters; line breaks and tabs become spaces", "carro sin credencial", maxLength=500
+    ),
+]
 
 
 def _alias(name: str, spanish: str | None = None) -> Any:
@@ -175,8 +268,30 @@ def _not_in_future(value: datetime | None, info: ValidationInfo) -> datetime | N
     if value is None:
         return value
     allowed = (info.context or {}).get("max_future_seconds", 300)
-    if value > now_utc() + timedelta(seconds=allowed):
+    if value - now_utc() > timedelta(seconds=allowed):
         raise ValueError(f"is more than {allowed} s in the future")
+    return value
+
+
+# What each time field dates, for the too-old message.
+_DATES = {"sold_at": "sale", "recorded_at": "position"}
+
+
+def _not_too_old(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    """Times may lie at most `max_age_days` (SALES_MAX_AGE_DAYS) behind the server's clock.
+
+    Only the API's request models check this: a record already on a topic must still
+    decode when a drain or a replay reads it days later.
+    """
+    if value is None:
+        return value
+    days = (info.context or {}).get("max_age_days", 7)
+    if now_utc() - value > timedelta(days=days):  # no date arithmetic near year 1: no OverflowError
+        what = _DATES.get(info.field_name or "", "time")
+        raise ValueError(
+            f"is more than {days} days old; the oldest {what} the guild accepts is {days} days old"
+            " (SALES_MAX_AGE_DAYS)"
+        )
     return value
 
 
@@ -240,6 +355,7 @@ class SaleIn(InputModel):
     location: Location = Field(validation_alias=_alias("location", "ubicacion"))
 
     _future = field_validator("sold_at")(_not_in_future)
+    _old = field_validator("sold_at")(_not_too_old)
 
 
 class SaleBatchIn(InputModel):
@@ -268,6 +384,7 @@ class CartPositionIn(InputModel):
     recorded_at: Timestamp | None = Field(default=None, validation_alias=_alias("recorded_at", "hora"))
 
     _future = field_validator("recorded_at")(_not_in_future)
+    _old = field_validator("recorded_at")(_not_too_old)
     _fix = field_validator("lon")(_has_fix)
 
 

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_batch_body_bytes: int = 256 * 1024
     max_batch_items: int = 500
     max_future_seconds: int = 300
+    # How old a sale's sold_at (or a position's recorded_at) may be when the API gets it: a cart
+    # offline over a long weekend (Fiestas Patrias can be 4-5 days) still sends its sales.
+    sales_max_age_days: int = Field(default=7, ge=1)
     rate_limit_members: str = "20/minute"
     rate_limit_reports: str = "30/minute"
     # Per-client-IP counters live in each worker unless this points at shared storage

@@ -275,6 +275,7 @@ class Cart:
 
 
 FLEET_WARMUP_SECONDS = 20.0
+RESEND_TRIES = 5  # a request with no answer or a 503 is sent again, with its Idempotency-Key
 
 
 class Simulation:
@@ -417,10 +418,7 @@ class Simulation:
             )
             return
         if reply.status == 202:
-            log.info(
-                "cart %s: owner %s %s (%s) applied for premium membership -> %s",
-                cart.plate, cart.owner.first_name, cart.owner.last_name, cart.owner.rut, where(reply),
-            )  # fmt: skip
+            log.info("cart %s: its owner applied for premium membership -> %s", cart.plate, where(reply))
         else:
             log.error(
                 "cart %s: membership application refused: %s %s",
@@ -447,22 +445,29 @@ class Simulation:
             }[mistake]
         if rng.random() < 0.3:  # some write in Spanish
             body = {_SPANISH.get(k, k): v for k, v in body.items()}
-        reply = self.post("/v1/members", body, {"Idempotency-Key": self.key()})
         self.later(rng.expovariate(1 / 90), self.applicant)
-        if reply is None or reply.status == 429:
-            self.stats["applications_not_sent"] += 1  # rate-limited or API down: they try another day
+        self.send_application(body, self.key(), mistake)
+
+    def send_application(self, body: dict[str, Any], key: str, mistake: str | None, tries: int = 0) -> None:
+        """Send one application; after a 503 or no answer, the same body with the same key."""
+        reply = self.post("/v1/members", body, {"Idempotency-Key": key})
+        if reply is None:
+            # It may have been stored (DESIGN §4): only the same Idempotency-Key keeps it single.
+            if tries < RESEND_TRIES:
+                self.later(
+                    _retry_in(reply, self.down_until - self.clock()) * self.speedup,
+                    lambda: self.send_application(body, key, mistake, tries + 1),
+                )
+            else:
+                self.stats["applications_not_sent"] += 1
+            return
+        if reply.status == 429:
+            self.stats["applications_not_sent"] += 1  # rate-limited: they try another day
             return
         kind = "premium" if body.get("premium") else "regular"
         if reply.status == 202:
             self.stats["applications"] += 1
-            log.info(
-                "applicant %s %s (%s, %s) -> %s",
-                person.first_name,
-                person.last_name,
-                body.get("rut"),
-                kind,
-                where(reply),
-            )
+            log.info("an applicant applied for %s membership -> %s", kind, where(reply))
         elif mistake and 400 <= reply.status < 500:
             self.stats["refused_as_intended"] += 1
             log.info(
@@ -686,8 +691,17 @@ class Simulation:
         description = self.rng.choice(REPORTS)
         if description:
             body["description"] = description
-        reply = self.post("/v1/reports", body, {"Idempotency-Key": self.key()})
-        if reply is not None and reply.status == 202:
+        self.send_report(body, self.key(), what)
+
+    def send_report(self, body: dict[str, Any], key: str, what: str, tries: int = 0) -> None:
+        """Send one fugitive report; after a 503 or no answer, the same body with the same key."""
+        reply = self.post("/v1/reports", body, {"Idempotency-Key": key})
+        if reply is None and tries < RESEND_TRIES:
+            self.later(
+                _retry_in(reply, self.down_until - self.clock()) * self.speedup,
+                lambda: self.send_report(body, key, what, tries + 1),
+            )
+        elif reply is not None and reply.status == 202:
             self.stats["reports"] += 1
             log.info("strange event: the public reports a fugitive cart %s -> %s", what, where(reply))
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
 
-from gremio.records import Record, derive_id
+from gremio.records import Record, request_id
 from gremio.settings import Settings
 from gremio.tokens import InvalidToken, token_plate
 from ingest_api import metrics
@@ -52,7 +52,11 @@ def state() -> ApiState:
 
 def validation_context() -> dict[str, Any]:
     settings = state().settings
-    return {"max_future_seconds": settings.max_future_seconds, "max_batch_items": settings.max_batch_items}
+    return {
+        "max_future_seconds": settings.max_future_seconds,
+        "max_age_days": settings.sales_max_age_days,
+        "max_batch_items": settings.max_batch_items,
+    }
 
 
 # --- the body -------------------------------------------------------------------------------
@@ -156,9 +160,14 @@ def idempotency_key() -> str | None:
     return key
 
 
-def record_id(*scope: str) -> uuid.UUID:
-    """A fresh id, or the one a retried request had: UUIDv5 of (scope, Idempotency-Key)."""
-    return derive_id(idempotency_key(), request.path, *scope)
+def record_id(body: BaseModel, *scope: str) -> uuid.UUID:
+    """A fresh id, or the one a retried request had: UUIDv5 of (path, scope, body digest, key).
+
+    The digest of the validated body is in the scope, so two different requests sent with
+    the same Idempotency-Key (two reporters who both chose "1") get two ids, and neither is
+    dropped as a repeat of the other.
+    """
+    return request_id(idempotency_key(), request.path, body, *scope)
 
 
 # --- delivery -----------------------------------------------------------------------------------------
@@ -183,7 +192,9 @@ def deliver(records: Sequence[Outgoing]) -> list[Delivered]:
             metrics.DELIVERY_FAILURES.labels(topic, exc.reason).inc()
         raise ApiProblem(
             503,
-            f"the record was not stored: {exc.detail}. Retry with the same Idempotency-Key.",
+            f"the broker did not acknowledge the record in time ({exc.detail}): it may still have been"
+            " stored. Retry with the same Idempotency-Key and body, so a record that did land is"
+            " not stored twice.",
             headers={"Retry-After": str(max(1, math.ceil(timeout)))},
         ) from None
     metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)

@@ -15,7 +15,7 @@ bp = Blueprint("members", __name__)
 def apply() -> Response:
     """Premium applications go to members p1 (decided within a minute), regular ones to p0."""
     body = intake.body(records.MemberApplicationIn)
-    application = records.member_application(body, intake.record_id(body.rut), records.now_utc())
+    application = records.member_application(body, intake.record_id(body, body.rut), records.now_utc())
     return intake.accept_one(
         application, t.MEMBERS.name, application.rut, t.member_partition(application.premium)
     )

@@ -71,7 +71,11 @@ def _operation(
         "413": _problem("the body is over the size limit"),
         "415": _problem("the body is not application/json"),
         "422": _problem("invalid fields, each named in `errors`"),
-        "503": _problem("the broker did not acknowledge in time; retry", RETRY_AFTER),
+        "503": _problem(
+            "the broker did not acknowledge in time: the record may still have been stored; retry"
+            " with the same Idempotency-Key",
+            RETRY_AFTER,
+        ),
     }
     if cart:
         responses["401"] = _problem("missing or forged cart token")

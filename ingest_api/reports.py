@@ -15,6 +15,6 @@ bp = Blueprint("reports", __name__)
 def report() -> Response:
     """Fugitive reports go to locations p0, keyed by the reported plate (or the report id)."""
     body = intake.body(records.FugitiveReportIn)
-    fugitive = records.fugitive_report(body, intake.record_id(), records.now_utc())
+    fugitive = records.fugitive_report(body, intake.record_id(body), records.now_utc())
     key = fugitive.plate or str(fugitive.id)
     return intake.accept_one(fugitive, t.LOCATIONS.name, key, t.FUGITIVE_PARTITION)

@@ -18,7 +18,7 @@ bp = Blueprint("sales", __name__)
 def sell() -> Response:
     """One sale, keyed by plate (so one cart's sales stay in order on one partition)."""
     body = intake.cart_body(records.SaleIn)
-    sale = records.sale(body, intake.record_id(body.plate), records.now_utc())
+    sale = records.sale(body, intake.record_id(body, body.plate), records.now_utc())
     return intake.accept_one(sale, t.SALES.name, sale.plate)
 
 
@@ -45,7 +45,7 @@ def sync() -> Response:
             refused += problem.errors
             continue
         intake.require_cart(plate, body.plate, field=f"sales[{index}].plate")
-        valid.append((index, records.sale(body, intake.record_id(plate, str(index)), received_at)))
+        valid.append((index, records.sale(body, intake.record_id(body, plate, str(index)), received_at)))
     if not valid:
         raise ApiProblem(422, "no sale in the batch is valid", refused)
     delivered = intake.deliver([intake.outgoing(sale, t.SALES.name, sale.plate) for _, sale in valid])

@@ -20,18 +20,6 @@ PLATE = "BBCL12"
 OTHER = "AB1234"
 
 
-@pytest.fixture(scope="module")
-def app():
-    return create_app(
-        {"TESTING": True, "RATE_LIMIT_MEMBERS": "1000/minute", "RATE_LIMIT_REPORTS": "1000/minute"}
-    )
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
 def auth(plate: str = PLATE) -> dict[str, str]:
     return {"Authorization": f"Bearer {cart_token(plate)}"}
 
@@ -433,6 +421,27 @@ def test_the_same_idempotency_key_gives_the_same_id(client):
     for path, body in (("/v1/members", member()), ("/v1/reports", report())):
         ids = {client.post(path, json=body, headers=key).get_json()["id"] for _ in range(2)}
         assert len(ids) == 1
+
+
+def test_two_different_requests_with_the_same_key_never_share_an_id(client):
+    """Two reporters who both chose the key "1": both reports land, with two ids (Stripe's rule)."""
+    probe = TopicProbe(["locations"])
+    key = {"Idempotency-Key": "1"}
+    first = client.post("/v1/reports", json=report(description="carro en la plaza"), headers=key)
+    second = client.post("/v1/reports", json=report(description="otro carro, en la feria"), headers=key)
+    assert first.status_code == second.status_code == 202
+    ids = {first.get_json()["id"], second.get_json()["id"]}
+    assert len(ids) == 2
+    assert ids <= {json.loads(m.value())["id"] for m in probe.records()}
+    # The same request spelled differently is the same request: the same id.
+    spelled = [
+        client.post("/v1/sales", json=sale(plate=plate), headers={**auth(), **key}).get_json()["id"]
+        for plate in (PLATE, PLATE.lower())
+    ]
+    assert spelled[0] == spelled[1]
+    # A sale of another quantity under the same key is another sale.
+    other = client.post("/v1/sales", json=sale(quantity=4), headers={**auth(), **key}).get_json()["id"]
+    assert other != spelled[0]
 
 
 def test_batch_items_keep_their_ids_when_the_batch_is_retried(client):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -158,15 +160,15 @@ def test_malformed_emails_are_refused(email):
 
 
 def test_names_are_trimmed_and_between_1_and_80_characters():
-    assert r.normalize_name("  María   José \t") == "María José"
+    assert r.normalize_name("  María   José \u00a0") == "María José"
     assert r.normalize_name("x" * 80) == "x" * 80
     for bad in ("", "   ", "x" * 81, 7):
         with pytest.raises(ValueError, match="must be"):
             r.normalize_name(bad)
 
 
-def test_clients_are_kept_as_written_and_compared_trimmed_and_lower_cased():
-    assert r.normalize_client(" Don Pepe ") == " Don Pepe "
+def test_clients_are_trimmed_and_compared_lower_cased():
+    assert r.normalize_client(" Don  Pepe ") == "Don  Pepe"
     assert r.client_key(" Don Pepe ") == r.client_key("don pepe") == "don pepe"
     for bad in ("", "  ", "x" * 81, None):
         with pytest.raises(ValueError, match="must be"):
@@ -258,7 +260,8 @@ def test_times_need_an_offset_and_keep_it():
     assert errors(r.CartPositionIn, position(recorded_at="2026-01-02T10:00:00")) == {
         "recorded_at": "timezone_aware"
     }
-    santiago = datetime(2026, 1, 2, 10, 0, tzinfo=timezone(timedelta(hours=-3)))
+    # Within SALES_MAX_AGE_DAYS of the clock, as the API needs it.
+    santiago = (datetime.now(UTC) - timedelta(hours=1)).astimezone(timezone(timedelta(hours=-3)))
     found = r.CartPositionIn.model_validate_json(json.dumps(position(recorded_at=santiago.isoformat())))
     assert found.recorded_at == santiago and found.recorded_at.utcoffset() == timedelta(hours=-3)
     assert errors(r.CartPositionIn, position(recorded_at="yesterday")) == {
@@ -393,3 +396,265 @@ def test_ids_derive_from_the_idempotency_key_within_a_scope():
     assert r.derive_id("k1", "/v1/locations", "BBCL12") != r.derive_id("k1", "/v1/sales", "BBCL12")
     fresh = r.derive_id(None, "/v1/sales")
     assert fresh.version == 4 and fresh != r.derive_id(None, "/v1/sales")
+
+
+# --- hostile text (issue 12: accepted means processable) -----------------------------------------------
+
+HOSTILE = [
+    ("\x00", "control character U+0000"),
+    ("\x07", "control character U+0007"),
+    ("\x7f", "control character U+007F"),
+    ("\x85", "control character U+0085"),
+    ("\x9b", "control character U+009B"),
+    ("\u202e", "invisible format character U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("\u2066", "invisible format character U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+    ("\u200b", "invisible format character U+200B (ZERO WIDTH SPACE)"),
+    ("\u200d", "invisible format character U+200D (ZERO WIDTH JOINER)"),
+    ("\ufeff", "invisible format character U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+    ("\u00ad", "invisible format character U+00AD (SOFT HYPHEN)"),
+    ("\u2028", "line separator U+2028 (LINE SEPARATOR)"),
+    ("\u2029", "paragraph separator U+2029 (PARAGRAPH SEPARATOR)"),
+    ("\ud800", "lone surrogate U+D800"),
+]
+
+_ID = uuid.UUID(int=1)
+_RECORDS = {
+    r.MemberApplication: {**member(), "id": _ID, "premium": False, "received_at": NOW},
+    r.Sale: {
+        "id": _ID, "plate": "BBCL12", "client": "ana", "quantity": 2, "sold_at": NOW, "stock_remaining": 5,
+        "lat": -33.4, "lon": -70.6, "received_at": NOW,
+    },
+    r.CartPosition: {**position(), "id": _ID, "recorded_at": NOW, "received_at": NOW},
+    r.FugitiveReport: {"id": _ID, "lat": -33.4, "lon": -70.6, "description": "x", "plate": "BBCL12",
+                       "received_at": NOW},
+}  # fmt: skip
+# Every text field of every model that has one, with a valid body to put it in.
+TEXT_FIELDS = [
+    *((r.MemberApplicationIn, member(), f) for f in ("first_name", "last_name", "rut", "email", "plate")),
+    *((r.SaleIn, sale(), f) for f in ("plate", "client")),
+    (r.CartPositionIn, position(), "plate"),
+    *((r.FugitiveReportIn, {"lat": -33.4, "lon": -70.6, "description": "x", "plate": "BBCL12"}, f)
+      for f in ("description", "plate")),
+    *((model, body, f) for model, body in _RECORDS.items()
+      for f in ("first_name", "last_name", "rut", "email", "plate", "client", "description") if f in body),
+]  # fmt: skip
+
+
+def _spliced(field: str, value: str, char: str) -> str:
+    """`char` hidden inside a valid value (for an email: in the local part)."""
+    if field == "email":
+        return value.replace("@", f"{char}@", 1)
+    return value[:1] + char + value[1:]
+
+
+@pytest.mark.parametrize(("char", "said"), HOSTILE, ids=[f"U+{ord(c):04X}" for c, _ in HOSTILE])
+@pytest.mark.parametrize(
+    ("model", "body", "field"), TEXT_FIELDS, ids=[f"{m.__name__}.{f}" for m, _, f in TEXT_FIELDS]
+)
+def test_hidden_characters_are_refused_in_every_text_field(model, body, field, char, said):
+    hostile = {**body, field: _spliced(field, body[field], char)}
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(hostile)
+    (error,) = caught.value.errors()
+    assert error["loc"] == (field,)
+    assert said in error["msg"]
+    # The message names the character, never the text it was hidden in.
+    assert body[field] not in error["msg"] or field in ("rut", "plate")
+
+
+@pytest.mark.parametrize(("char", "said"), [h for h in HOSTILE if h[0] != "\ud800"])
+def test_hidden_characters_sent_as_json_escapes_are_refused_too(char, said):
+    raw = json.dumps(member(first_name=f"A{char}na"))  # ensure_ascii: "\u202e", "\u0000"
+    assert errors(r.MemberApplicationIn, json.loads(raw)) == {"first_name": "value_error"}
+    with pytest.raises(ValidationError, match=re.escape(said)):
+        r.MemberApplicationIn.model_validate_json(raw)
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "x\\udc00y", "\\ud83d"])
+def test_a_lone_surrogate_in_json_is_invalid_json_never_a_stored_string(escape):
+    # pydantic-core (jiter) refuses a lone surrogate escape while parsing, before any field
+    # validator: the API answers 400 "not valid JSON". A paired one is a real character.
+    raw = json.dumps(member()).replace('"Ana"', f'"{escape}"')
+    with pytest.raises(ValidationError) as caught:
+        r.MemberApplicationIn.model_validate_json(raw)
+    assert [e["type"] for e in caught.value.errors()] == ["json_invalid"]
+    with pytest.raises(ValidationError):
+        r.MemberApplication.model_validate_json(
+            r.member_application(r.MemberApplicationIn.model_validate(member()), _ID, NOW)
+            .to_bytes()
+            .replace(b'"Ana"', f'"{escape}"'.encode())
+        )
+    paired = r.MemberApplicationIn.model_validate_json(
+        json.dumps(member()).replace('"Ana"', '"\\ud83d\\ude00"')
+    )
+    assert paired.first_name == "\U0001f600"
+
+
+def test_a_record_on_a_topic_carrying_nul_is_poison():
+    from gremio.runner import Poison, decode
+
+    good = r.sale(r.SaleIn.model_validate(sale()), _ID, NOW).to_bytes()
+
+    class Message:
+        def __init__(self, value: bytes) -> None:
+            self._value = value
+
+        def headers(self):
+            return [("type", b"Sale")]
+
+        def value(self):
+            return self._value
+
+    assert decode(Message(good), r.RECORD_TYPES).client == "ana"
+    for hostile in (b'"ana\\u0000"', b'"ana\\u202e"', b'"ana\\ud800"', b'"\\u00e1\\u0085"'):
+        with pytest.raises(Poison, match=r"client|JSON"):
+            decode(Message(good.replace(b'"ana"', hostile)), r.RECORD_TYPES)
+
+
+def test_text_is_nfc_and_trimmed():
+    assert r.normalize_name("Jose\u0301") == "José"
+    assert r.normalize_client("  Jose\u0301 Pe\u0301rez\u3000") == "José Pérez"
+    assert r.normalize_email(" jose\u0301@example.cl ") == "josé@example.cl"
+    assert r.normalize_description("  nin\u0303o  ") == "niño"
+    for text in ("e\u0301", "\u212b", "\u1e9b\u0323"):  # decomposed, a singleton, a canonical reordering
+        assert r.normalize_client(text) == unicodedata.normalize("NFC", text)
+    body = r.SaleIn.model_validate_json(json.dumps(sale(client=" Cafe\u0301 17 ")))
+    assert body.client == "Café 17"
+    assert r.sale(body, _ID, NOW).client == "Café 17"
+    assert "client" in errors(r.SaleIn, sale(client=" \u00a0 "))
+    assert r.normalize_client("x" * 80 + "   ") == "x" * 80
+
+
+def test_names_collapse_spaces_but_refuse_tabs_and_newlines():
+    assert r.normalize_name(" Ana \u00a0  María ") == "Ana María"
+    for typed in ("Ana\tMaría", "Ana\nMaría", "Ana\r\nMaría", "Ana\x0bMaría", "Ana\x1fMaría"):
+        with pytest.raises(ValueError, match="control character"):
+            r.normalize_name(typed)
+
+
+def test_a_description_folds_whitespace_from_a_textarea_and_refuses_other_controls():
+    folded = r.FugitiveReportIn.model_validate_json(
+        json.dumps({"lat": -33.4, "lon": -70.6, "description": "  carro\r\nsin\tcredencial\n\n  aquí  "})
+    )
+    assert folded.description == "carro sin credencial aquí"
+    assert r.normalize_description("x" * 500 + "\n\n") == "x" * 500
+    r.FugitiveReportIn.model_validate({"lat": -33.4, "lon": -70.6, "description": "x" * 250 + "\n" * 300})
+    for hostile in ("a\x00b", "a\x0bb", "a\x0cb", "a\x1bb", "a\x85b", "a\u2028b", "a\u202eb"):
+        assert errors(r.FugitiveReportIn, {"lat": -33.4, "lon": -70.6, "description": hostile}) == {
+            "description": "value_error"
+        }
+
+
+def test_text_that_is_not_a_string_is_refused():
+    for normalize in (r.normalize_name, r.normalize_client, r.normalize_description, r.normalize_email):
+        for value in (None, 7, b"ana", ["ana"]):
+            with pytest.raises(ValueError, match="must be a string"):
+                normalize(value)
+
+
+# --- RUT and plate are ASCII -----------------------------------------------------------------------------
+
+RUT_SPELLINGS = [
+    "12345678-5", "12.345.678-5", "123456785", "12 345 678-5", " 12.345.678 - 5 ", "012.345.678-5",
+    "0000012345678-5", "１２.３４５.６７８-５", "１２３４５６７８－５", "١٢٣٤٥٦٧٨-٥", "۱۲۳۴۵۶۷۸-۵",
+    "१२३४५६७८-५", "12\u00a0345\u00a0678-5", "12.345.678-\uff15", "CL12345678-5", "12345678-5.",
+]  # fmt: skip
+K_SPELLINGS = ["10.000.013-K", "10000013-k", "10000013K", "１０００００１３－ｋ", "10.000.013-\uff2b", "10000013\u212a"]  # fmt: skip
+REFUSED_RUTS = [
+    "12.345.678-5\n", "12\t345678-5", "12345678\x00-5", "12.345.678\u200b-5", "\ufeff12345678-5",
+    "12,345,678-5", "12·345·678-5", "12345678–5", "12345678-\u0130", "12345678-ß",
+    "\u202e5-87654321", "12345678-5 x",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spelling", RUT_SPELLINGS)
+def test_every_spelling_of_a_rut_is_stored_the_same_way(spelling):
+    assert r.normalize_rut(spelling) == "12345678-5"
+
+
+@pytest.mark.parametrize("spelling", K_SPELLINGS)
+def test_every_spelling_of_a_k_check_digit_is_an_upper_case_k(spelling):
+    assert r.normalize_rut(spelling) == "10000013-K"
+
+
+@pytest.mark.parametrize("spelling", REFUSED_RUTS)
+def test_a_rut_spelled_any_other_way_is_refused(spelling):
+    with pytest.raises(ValueError, match=r"not a RUT|contains the|wrong check digit"):
+        r.normalize_rut(spelling)
+
+
+def test_stored_ruts_are_ascii_digits_a_dash_and_a_check_digit():
+    for spelling in RUT_SPELLINGS + K_SPELLINGS + ["1-9", "00000001-9", "999.999-K"]:
+        assert re.fullmatch(r"[1-9][0-9]{0,7}-[0-9K]", r.normalize_rut(spelling)), spelling
+
+
+@pytest.mark.parametrize(
+    ("written", "normalized"),
+    [("ＡＢ１２３４", "AB1234"), ("ｂｂｃｌ１２", "BBCL12"), ("ab-١٢٣٤", "AB1234"), ("BBCL١٢", "BBCL12"),
+     ("BB－CL－12", "BBCL12"), ("AB\u00a01234", "AB1234"), ("AB\u30001234", "AB1234")],
+)  # fmt: skip
+def test_fullwidth_and_other_script_plates_fold_to_ascii(written, normalized):
+    assert r.normalize_plate(written) == normalized
+
+
+@pytest.mark.parametrize(
+    "plate",
+    ["ßBCL12", "BBCß12", "ıB1234", "Ab1234\u0307", "ΑΒ1234", "АВ1234", "BBCL12\n", "BBCL12\r\n", "\nBBCL12",
+     "BB\tCL12", "BBCL\x0012", "BB\u200bCL12", "BBCL12\u2028", "BBCL\u00b912"],
+)  # fmt: skip
+def test_plates_that_only_look_ascii_are_refused(plate):
+    with pytest.raises(ValueError, match=r"not a Chilean plate|contains the"):
+        r.normalize_plate(plate)
+
+
+def test_the_sharp_s_and_dotless_i_are_refused_before_upper_casing():
+    # "ßb1234".upper() == "SSB1234" and "ıb1234".upper() == "IB1234": either would pass.
+    for plate, char in (("ßS1234", "U+00DF"), ("ıB1234", "U+0131")):
+        with pytest.raises(ValueError, match=re.escape(char)):
+            r.normalize_plate(plate)
+    assert "plate" in errors(r.CartPositionIn, position(plate="BBCL12\n"))
+
+
+# --- how old a time may be ---------------------------------------------------------------------------------
+
+
+def test_times_up_to_max_age_days_old_are_accepted_and_7_days_is_the_default():
+    now = datetime.now(UTC)
+    for age in (timedelta(days=6, hours=23), timedelta(days=1)):
+        r.SaleIn.model_validate_json(json.dumps(sale(sold_at=(now - age).isoformat())))
+        r.CartPositionIn.model_validate_json(json.dumps(position(recorded_at=(now - age).isoformat())))
+    old = (now - timedelta(days=7, minutes=1)).isoformat()
+    assert errors(r.SaleIn, sale(sold_at=old)) == {"sold_at": "value_error"}
+    assert errors(r.CartPositionIn, position(recorded_at=old)) == {"recorded_at": "value_error"}
+
+
+def test_the_age_limit_comes_from_the_validation_context_and_the_message_says_it():
+    now = datetime.now(UTC)
+    three_days = (now - timedelta(days=3)).isoformat()
+    assert errors(r.SaleIn, sale(sold_at=three_days), max_age_days=2) == {"sold_at": "value_error"}
+    r.SaleIn.model_validate_json(json.dumps(sale(sold_at=three_days)), context={"max_age_days": 4})
+    with pytest.raises(ValidationError, match="is more than 2 days old; the oldest sale the guild accepts"):
+        r.SaleIn.model_validate_json(json.dumps(sale(sold_at=three_days)), context={"max_age_days": 2})
+    with pytest.raises(
+        ValidationError, match="is more than 2 days old; the oldest position the guild accepts"
+    ):
+        r.CartPositionIn.model_validate_json(
+            json.dumps(position(recorded_at=three_days)), context={"max_age_days": 2}
+        )
+
+
+def test_records_of_any_age_still_decode():
+    # A drain or a replay reads records days after the API accepted them.
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    fields = {**_RECORDS[r.Sale], "sold_at": long_ago, "received_at": long_ago}
+    assert r.Sale.from_bytes(r.Sale(**fields).to_bytes()).sold_at == long_ago
+    fields = {**_RECORDS[r.CartPosition], "recorded_at": long_ago, "received_at": long_ago}
+    assert r.CartPosition.from_bytes(r.CartPosition(**fields).to_bytes()).recorded_at == long_ago
+
+
+def test_the_setting_is_sales_max_age_days(monkeypatch):
+    from gremio.settings import Settings
+
+    assert Settings().sales_max_age_days == 7
+    monkeypatch.setenv("SALES_MAX_AGE_DAYS", "10")
+    assert Settings().sales_max_age_days == 10

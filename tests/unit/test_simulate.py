@@ -43,7 +43,7 @@ def api():
     app = create_app(
         {"TESTING": True, "CART_TOKEN_SECRET": "simulator-test-secret", "RATE_LIMIT_MEMBERS": "100000/minute",  # pragma: allowlist secret
          "RATE_LIMIT_REPORTS": "100000/minute",
-         "MAX_FUTURE_SECONDS": 10**9},
+         "MAX_FUTURE_SECONDS": 10**9, "SALES_MAX_AGE_DAYS": 10**6},
         producer=NullProducer(),
     )  # fmt: skip
     return app.test_client()
