@@ -31,6 +31,7 @@ import threading
 import time
 import tracemalloc
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -142,14 +143,15 @@ class TimedService(LocationService):
         self.done = threading.Event()
         self.elapsed = 0.0
 
-    def process(self, batch: list[Envelope]) -> None:
+    def process(self, batch: list[Envelope]) -> Sequence[tuple[Envelope, str]] | None:
         if self.first is None:
             self.first = time.perf_counter()
-        super().process(batch)
+        refused = super().process(batch)
         self.count += len(batch)
         if self.count >= self.n and not self.done.is_set():
             self.elapsed = time.perf_counter() - self.first
             self.done.set()
+        return refused
 
 
 def service_rate(settings: Settings, n: int) -> float:

@@ -43,7 +43,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -160,11 +160,12 @@ class TimedService(StockService):
         self.started: float | None = None
         self.ended = 0.0
 
-    def process(self, batch: list[Envelope]) -> None:
+    def process(self, batch: list[Envelope]) -> Sequence[tuple[Envelope, str]] | None:
         self.started = self.started or time.perf_counter()
-        super().process(batch)
+        refused = super().process(batch)
         self.done += len(batch)
         self.ended = time.perf_counter()
+        return refused
 
 
 def stock_service(total: int) -> Run:

@@ -6,8 +6,8 @@ run's data interval starts at 00:15 of that day). Three steps:
 
 1. **drain_sales** takes every sale on the Kafka topic `sales`, up to where the topic stood
    when the task started, into the PostgreSQL table `sales` (idempotent by sale id; Kafka
-   offsets are committed only after the database commit; undecodable records go to
-   `deadletter`).
+   offsets are committed only after the database commit; undecodable records, and sales
+   PostgreSQL refuses, go to `deadletter` and the run carries on).
 2. **compute_stats** works out, for every master (the approved member owning the cart's
    plate, or `unregistered`), the sales, units sold, distinct clients, units per client and
    frequent clients of the day, and stores them in `daily_master_stats`.

@@ -107,6 +107,55 @@ def cmd_members(args: argparse.Namespace) -> int:
     return print_members()
 
 
+def cmd_deadletter(args: argparse.Namespace) -> int:
+    from gremio import deadletter as dl
+
+    action = args.action or "list"
+    if action == "show":
+        return dl.show_command(args.handle, max_bytes=args.max_bytes, timeout=args.timeout)
+    if action == "replay":
+        return dl.replay_command(
+            args.handles, all_from=args.all_from, since=args.since, again=args.again, timeout=args.timeout
+        )
+    return dl.list_command(limit=args.limit, source_topic=args.topic, since=args.since, timeout=args.timeout)
+
+
+def _deadletter_parser(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """`gremio deadletter [list|show|replay]`; the list's options work without `list` too."""
+    parser = add("deadletter", cmd_deadletter, "list, show and replay dead letters (docs/OPERATIONS.md)")
+
+    def options(p: argparse.ArgumentParser, listing: bool, on_action: bool) -> None:
+        # Given on `deadletter` and again on each action: the action's copy counts only when
+        # it is given (SUPPRESS), so `deadletter --limit 5` and `deadletter list --limit 5` agree.
+        def default(value: object) -> object:
+            return argparse.SUPPRESS if on_action else value
+
+        p.add_argument(
+            "--timeout", type=float, default=default(10.0), help="give up reading after this many s"
+        )
+        if listing:
+            p.add_argument("--limit", type=int, default=default(20), help="the newest this many (0: all)")
+            p.add_argument("--topic", default=default(None), metavar="SOURCE", help="only those from SOURCE")
+            p.add_argument(
+                "--since", default=default(None), help="only those since: 30m, 2h, 7d or an ISO time"
+            )
+
+    options(parser, listing=True, on_action=False)
+    actions = parser.add_subparsers(dest="action", metavar="action")
+    listing = actions.add_parser("list", help="the newest dead letters, newest last (no payloads)")
+    options(listing, listing=True, on_action=True)
+    show = actions.add_parser("show", help="one dead letter: its headers and value, escaped")
+    show.add_argument("handle", metavar="P@O", help="the dead letter's partition@offset in deadletter")
+    show.add_argument("--max-bytes", type=int, default=4096, help="show at most this much of the value")
+    options(show, listing=False, on_action=True)
+    replay = actions.add_parser("replay", help="send dead letters back to their source topic and partition")
+    replay.add_argument("handles", nargs="*", metavar="P@O", help="the dead letters to replay")
+    replay.add_argument("--all-from", metavar="SOURCE", help="every dead letter from this source topic ...")
+    replay.add_argument("--since", default=argparse.SUPPRESS, help="... since: 30m, 2h, 7d or an ISO time")
+    replay.add_argument("--again", action="store_true", help="replay even those replayed before")
+    options(replay, listing=False, on_action=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gremio", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -152,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     apps.add_argument("--limit", type=int, default=200, help="the newest this many (0: all; default 200)")
 
     add("members", cmd_members, "list the guild's members")
+    _deadletter_parser(add)
     return parser
 
 

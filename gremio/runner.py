@@ -1,10 +1,22 @@
 """The one run loop every consumer service shares (STYLE guideline 5).
 
 poll → decode (poison to `deadletter`) → the service's `process(batch)`, which makes its
-effects durable → dead-letter records acknowledged → offsets committed. A failure in
-`process` stops the service without committing, so the batch is redelivered; services
-make their effects idempotent for exactly that case. SIGTERM or SIGINT finish the batch in
-hand, commit, and exit 0.
+effects durable → dead-letter records acknowledged → offsets committed. SIGTERM or SIGINT
+finish the batch in hand, commit, and exit 0.
+
+A failure while making a batch durable is classified (`gremio.failures.classify`):
+
+* **permanent** (the record is refused: a DataError, a non-idempotency IntegrityError, the
+  handler's ValueError): the runner splits the batch (`failures.isolate`) until the refused
+  records stand alone, dead-letters only those (reason "refused", the error in the `error`
+  header), and processes and commits the rest. A service whose `process` must not be run
+  twice on part of a batch (`splittable = False`) returns its refused records instead.
+* **transient** (PostgreSQL or the broker away, a timeout, a serialization failure): nothing
+  is dead-lettered or committed; every partition of the held batch is sought back to its
+  first uncommitted record, the batch is dropped, and the loop consumes it again after a
+  backoff (woken by stop), so it keeps calling consume() well within max.poll.interval.ms.
+* **fatal** (anything else): it propagates uncommitted and the service stops, as the
+  batch is redelivered to the next start; services make their effects idempotent for it.
 """
 
 from __future__ import annotations
@@ -15,14 +27,17 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from gremio import failures
 from gremio import kafka as gk
+from gremio.failures import Backoff, Failure
 from gremio.records import Record
 from gremio.settings import Settings, get_settings
 
@@ -31,8 +46,18 @@ log = logging.getLogger(__name__)
 RECORDS = Counter("gremio_consumer_records_total", "Records consumed", ["group", "topic"])
 BATCHES = Counter("gremio_consumer_batches_total", "Batches processed", ["group"])
 DEADLETTERED = Counter(
-    "gremio_consumer_deadlettered_total", "Records sent to the dead-letter topic", ["group", "topic"]
+    "gremio_consumer_deadlettered_total",
+    "Records sent to the dead-letter topic (reason: undecodable, or refused when their effect failed)",
+    ["group", "topic", "reason"],
 )
+RETRIES = Counter(
+    "gremio_consumer_retries_total",
+    "Batches given up for now on a transient failure, to be consumed again after a backoff",
+    ["group"],
+)
+# The fixed vocabulary of DEADLETTERED's `reason` label; the error itself is in the header.
+UNDECODABLE = "undecodable"
+REFUSED = "refused"
 LAG = Gauge("gremio_consumer_lag", "Records behind the high watermark", ["group", "topic", "partition"])
 
 
@@ -46,10 +71,12 @@ class Envelope:
     offset: int
     key: bytes | None
     timestamp_ms: int
+    # The message itself, for dead-lettering the record as it came if its effect is refused.
+    message: Message | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, record: Record, msg: Message) -> Envelope:
-        return cls(record, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.timestamp()[1])
+        return cls(record, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.timestamp()[1], msg)
 
 
 class Poison(ValueError):
@@ -83,9 +110,19 @@ class Service(Protocol):
     accepts: Mapping[str, type[Record]]  # `type` header → model
     batch_size: int
     batch_timeout: float  # seconds after a batch's first record before it is processed anyway
+    # Whether process() may be run again on part of a batch to find a refused record
+    # (failures.isolate). A service that is not returns its refused records instead.
+    splittable: bool
 
-    def process(self, batch: list[Envelope]) -> None:
-        """Make the batch's effects durable (idempotently), or raise."""
+    def process(self, batch: list[Envelope]) -> Sequence[tuple[Envelope, str]] | None:
+        """Make the batch's effects durable (idempotently), or raise.
+
+        Returns the records whose effects were refused for good, each with why (a
+        `failures.reason`); the runner dead-letters them. Every other record's effects
+        are durable. Raise a permanent failure (failures.classify) to have the runner
+        split the batch instead (splittable services only), a transient one to have
+        the batch consumed again later.
+        """
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Called with newly assigned partitions, before any of their records."""
@@ -117,7 +154,9 @@ class Runner:
         self._pending: list[Envelope] = []
         self._poison: list[tuple[Message, str]] = []
         self._offsets: dict[tuple[str, int], int] = {}
+        self._first: dict[tuple[str, int], int] = {}  # first held (uncommitted) offset per partition
         self._first_at: float | None = None
+        self._backoff = Backoff()
         self._counters: dict[str, Counter] = {}
         self._dlq = gk.producer(self.settings)
         config = self.settings.kafka_config(
@@ -153,6 +192,9 @@ class Runner:
             while not self._stop.is_set():
                 self._poll_once()
             self._flush()
+        except BaseException:
+            self._drop()  # a failed batch stays uncommitted, even by the revoke in close()
+            raise
         finally:
             self.consumer.close()
             self._dlq.flush(10)
@@ -169,7 +211,12 @@ class Runner:
         for msg in self.consumer.consume(num_messages=room, timeout=timeout):
             self._accept(msg)
         now = time.monotonic()
-        self.service.tick(now)
+        try:
+            self.service.tick(now)
+        except Exception as exc:
+            if failures.classify(exc) is not Failure.TRANSIENT:
+                raise
+            log.warning("%s in periodic work, carrying on: %s", _unavailable(exc), failures.reason(exc))
         full = len(self._pending) >= self.service.batch_size
         due = self._first_at is not None and now >= self._first_at + self.service.batch_timeout
         poison_only = not self._pending and bool(self._offsets)
@@ -186,6 +233,7 @@ class Runner:
             log.warning("consumer error: %s", err)
             return
         self._offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        self._first.setdefault((msg.topic(), msg.partition()), msg.offset())
         self._record_counter(msg.topic()).inc()
         try:
             self._pending.append(Envelope.of(decode(msg, self.service.accepts), msg))
@@ -202,21 +250,79 @@ class Runner:
             counter = self._counters[topic] = RECORDS.labels(self.service.group_id, topic)
         return counter
 
-    def _flush(self) -> None:
-        """Durable effects, then dead letters acknowledged, then offsets committed."""
+    def _flush(self, revoking: Sequence[TopicPartition] = ()) -> None:
+        """Durable effects, then dead letters acknowledged, then offsets committed.
+
+        On a transient failure nothing is committed: the held records are sought back to
+        and read again after a backoff (not while `revoking`: the next owner reads them).
+        """
+        try:
+            self._make_durable()
+        except Exception as exc:
+            if failures.classify(exc) is not Failure.TRANSIENT:
+                raise
+            self._give_back(exc, revoking)
+            return
+        self._backoff.reset()
+
+    def _make_durable(self) -> None:
+        refused: list[tuple[Message, str]] = []
         if self._pending:
-            self.service.process(self._pending)
+            for envelope, why in self._process(self._pending):
+                if envelope.message is None:
+                    where = f"{envelope.topic}[{envelope.partition}]@{envelope.offset}"
+                    raise RuntimeError(f"refused record {where} has no message to dead-letter")
+                if not self.service.replayed(envelope.message):
+                    refused.append((envelope.message, why))
             BATCHES.labels(self.service.group_id).inc()
-        if self._poison:
-            gk.send_dead_letters(self._dlq, self._poison)
-            for msg, _ in self._poison:
-                DEADLETTERED.labels(self.service.group_id, msg.topic()).inc()
+        letters = [(msg, why, UNDECODABLE) for msg, why in self._poison]
+        letters += [(msg, why, REFUSED) for msg, why in refused]
+        if letters:
+            gk.send_dead_letters(self._dlq, [(msg, why) for msg, why, _ in letters])
+            for msg, _, kind in letters:
+                DEADLETTERED.labels(self.service.group_id, msg.topic(), kind).inc()
         if self._offsets:
             self.consumer.commit(
                 offsets=[TopicPartition(tp, p, o) for (tp, p), o in self._offsets.items()],
                 asynchronous=False,
             )
-        self._pending, self._poison, self._offsets, self._first_at = [], [], {}, None
+        self._drop()
+
+    def _process(self, batch: list[Envelope]) -> list[tuple[Envelope, str]]:
+        """The service's process(): its refused records, and those isolate() finds alone."""
+        returned: list[tuple[Envelope, str]] = []
+
+        def apply(part: Sequence[Envelope]) -> None:
+            returned.extend(self.service.process(list(part)) or ())
+
+        if not getattr(self.service, "splittable", True):
+            apply(batch)
+            return returned
+        isolated = failures.isolate(batch, apply)
+        return returned + [(envelope, failures.reason(exc)) for envelope, exc in isolated]
+
+    def _drop(self) -> None:
+        self._pending, self._poison, self._offsets, self._first, self._first_at = [], [], {}, {}, None
+
+    def _give_back(self, exc: BaseException, revoking: Sequence[TopicPartition]) -> None:
+        """Seek the held partitions back to their first uncommitted record, drop the batch, wait."""
+        RETRIES.labels(self.service.group_id).inc()
+        gone = {(p.topic, p.partition) for p in revoking}
+        if revoking:
+            log.warning(
+                "%s (%s) while giving partitions up: not committed, their next owner reads them again",
+                _unavailable(exc), failures.reason(exc),
+            )  # fmt: skip
+        held = {(p.topic, p.partition) for p in self.consumer.assignment()}
+        for (topic, partition), offset in self._first.items():
+            if (topic, partition) in held and (topic, partition) not in gone:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        self._drop()
+        if revoking:
+            return
+        delay = self._backoff.next_delay()
+        log.warning("%s (%s), retrying in %.1f s", _unavailable(exc), failures.reason(exc), delay)
+        self._stop.wait(delay)
 
     # --- callbacks ---------------------------------------------------------------------------
 
@@ -229,7 +335,7 @@ class Runner:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish what we hold before another member takes these partitions over.
         log.info("revoked %s", _describe(partitions))
-        self._flush()
+        self._flush(revoking=partitions)
         self.assignment -= {(p.topic, p.partition) for p in partitions}
 
     def _on_stats(self, stats_json: str) -> None:
@@ -239,6 +345,15 @@ class Runner:
                 lag = pstats.get("consumer_lag", -1)
                 if partition != "-1" and lag >= 0:
                     LAG.labels(self.service.group_id, topic, partition).set(lag)
+
+
+def _unavailable(exc: BaseException) -> str:
+    """What a transient failure says is away, for the log line."""
+    if isinstance(exc, psycopg.Error):
+        return "PostgreSQL unavailable"
+    if isinstance(exc, KafkaException):
+        return "Kafka unavailable"
+    return "transient failure"
 
 
 def _describe(partitions: list[TopicPartition]) -> str:
@@ -257,6 +372,7 @@ class BaseService:
 
     batch_size = 500
     batch_timeout = 0.2
+    splittable = True
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         return None

@@ -13,6 +13,14 @@ The contract (docs/SALES_DAILY.md, "The drain operator"):
   commit (and after the broker acknowledged the chunk's dead letters) are the chunk's
   offsets committed. A failure anywhere re-reads from the last committed offset, and the
   conflict clause makes the re-read harmless: nothing lost, nothing doubled.
+* Failures are told apart by `gremio.failures.classify`. A row PostgreSQL refuses (a NUL
+  byte, a CHECK or trigger, an IntegrityError the conflict clause does not absorb) is the
+  record's: the chunk is rolled back and split (`failures.isolate`, each part in its own
+  transaction) until the refused rows stand alone; their messages go to `deadletter` with
+  the error, the rest is inserted, and the drain carries on. A transient failure
+  (PostgreSQL restarting, a connection lost, a deadlock, the broker away) is retried from
+  the last committed offsets with backoff for up to `transient_timeout`, then the task
+  fails and Airflow's retries take over. Anything else fails the task at once.
 
 Kafka is reached through the providers' KafkaConsumerHook/KafkaProducerHook (connection
 `kafka_default`), PostgreSQL through PostgresHook (`gremio_db`). The postgres provider
@@ -24,9 +32,10 @@ This module is imported when DAG files are parsed, so it imports nothing heavy a
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -75,8 +84,15 @@ class KafkaDrainOperator(BaseOperator):
     :param poison_bytes_per_transaction: a chunk also ends once its poison (held in memory
         until the chunk's commit, then dead-lettered) reaches this many bytes, so a flood of
         large poison records cannot exhaust the worker's memory.
+    :param bytes_per_transaction: a chunk also ends once the messages it holds reach this many
+        bytes: each row is kept with its message until the chunk's commit, so that a row
+        PostgreSQL refuses can be dead-lettered as the original message.
     :param stall_timeout: seconds without any record, while records below the captured marks
         remain unread, before the task fails (the broker is unreachable or the data is gone).
+    :param transient_timeout: seconds a run of transient failures (PostgreSQL restarting, a
+        connection lost, a deadlock, the broker away) is retried in the task, from the last
+        committed offsets with backoff, before the task fails and Airflow's retries take
+        over. Each committed chunk starts the count afresh; 0 fails at the first one.
     """
 
     template_fields: Sequence[str] = ("topic", "table", "group_id")
@@ -98,7 +114,9 @@ class KafkaDrainOperator(BaseOperator):
         deadletter_topic: str = "deadletter",
         rows_per_transaction: int = 50_000,
         poison_bytes_per_transaction: int = 64 * 1024 * 1024,
+        bytes_per_transaction: int = 256 * 1024 * 1024,
         stall_timeout: float = 120.0,
+        transient_timeout: float = 60.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -107,8 +125,8 @@ class KafkaDrainOperator(BaseOperator):
             raise ValueError(f"message_columns sources {sorted(bad)} are not among {MESSAGE_FIELDS}")
         if rows_per_transaction < 1:
             raise ValueError("rows_per_transaction must be at least 1")
-        if poison_bytes_per_transaction < 1:
-            raise ValueError("poison_bytes_per_transaction must be at least 1")
+        if poison_bytes_per_transaction < 1 or bytes_per_transaction < 1:
+            raise ValueError("poison_bytes_per_transaction and bytes_per_transaction must be at least 1")
         self.topic = topic
         self.table = table
         self.record = record
@@ -122,7 +140,9 @@ class KafkaDrainOperator(BaseOperator):
         self.deadletter_topic = deadletter_topic
         self.rows_per_transaction = rows_per_transaction
         self.poison_bytes_per_transaction = poison_bytes_per_transaction
+        self.bytes_per_transaction = bytes_per_transaction
         self.stall_timeout = stall_timeout
+        self.transient_timeout = transient_timeout
 
     # --- what goes where ----------------------------------------------------------------
 
@@ -160,10 +180,27 @@ class KafkaDrainOperator(BaseOperator):
             drain.close()
 
 
+class _Chunk:
+    """One chunk: its rows and, in step, the messages they came from; its poison and offsets."""
+
+    __slots__ = ("failure", "msgs", "offsets", "poison", "read", "refused", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.msgs: list[Message] = []  # msgs[i] is the message rows[i] was decoded from
+        self.poison: list[tuple[Message, str]] = []
+        self.refused: list[tuple[Message, str]] = []
+        self.offsets: dict[int, int] = {}
+        self.read = 0
+        self.failure: BaseException | None = None  # a permanent failure staging or inserting it whole
+
+
 class _Drain:
     """One execution of the operator: its consumer, connections and bookkeeping."""
 
     def __init__(self, op: KafkaDrainOperator, model: type[Record], fields: dict[str, str]) -> None:
+        from gremio.failures import Backoff
+
         self.op = op
         self.log = op.log
         self.model = model
@@ -177,19 +214,36 @@ class _Drain:
         self.producer: Producer | None = None
         self.conns: list[psycopg.Connection] = []
         self.types: list[int] = []
-        self.stats = {"read": 0, "inserted": 0, "deadlettered": 0, "transactions": 0}
+        self.stats = {
+            "read": 0,
+            "inserted": 0,
+            "deadlettered": 0,
+            "undecodable": 0,
+            "refused": 0,
+            "transactions": 0,
+            "transient_retries": 0,
+        }
+        self.refusals: dict[str, int] = {}  # error (class and SQLSTATE) → rows refused with it
         self.seconds = {"reading": 0.0, "fetching": 0.0, "inserting": 0.0}
         self.message_bytes = 1 << 20  # the typical size of the messages lately fetched (until seen: large)
+        self.position: dict[int, int] = {}  # partition → the offset committed last (where a retry resumes)
+        self.backoff = Backoff(first=0.5, cap=10.0)
+        self.failing_since: float | None = None  # when the current run of transient failures began
 
     def close(self) -> None:
         self.consumer.close()
         if self.producer is not None:
             self.producer.flush(10)
+        self.drop_connections()
+
+    def drop_connections(self) -> None:
         for conn in self.conns:
-            conn.close()
+            with contextlib.suppress(Exception):  # a broken connection is being let go of
+                conn.close()
+        self.conns = []
 
     def run(self) -> dict[str, Any]:
-        from confluent_kafka import TopicPartition
+        from gremio.failures import Failure, classify, reason
 
         plan = self.plan()
         summary = {
@@ -197,7 +251,8 @@ class _Drain:
             "group_id": self.op.group_id,
             "partitions": {str(p): {"from": s, "to": h} for p, (s, h) in plan.items()},
         }
-        todo = {p: h for p, (s, h) in plan.items() if s < h}
+        marks = {p: h for p, (s, h) in plan.items()}
+        self.position = {p: s for p, (s, h) in plan.items()}
         self.log.info(
             "draining %s into %s: %d records below the marks captured at start (%s)",
             self.op.topic,
@@ -205,29 +260,43 @@ class _Drain:
             sum(h - s for s, h in plan.values()),
             ", ".join(f"p{p} {s}→{h}" for p, (s, h) in sorted(plan.items())) or "no partitions",
         )
-        if not todo:
-            return {**summary, **self.stats}
-        self.conns = [self.connect(), self.connect()]
-        self.consumer.assign([TopicPartition(self.op.topic, p, plan[p][0]) for p in todo])
         started = time.monotonic()
-        # Two connections take turns: while one inserts a chunk from its staging table and
-        # commits (in a thread that only waits on PostgreSQL), the next chunk is read,
-        # decoded and streamed into the other's staging table. A chunk's dead letters and
-        # offsets follow its commit, in order.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-insert") as inserter:
-            inserting: tuple[Future, list, dict] | None = None
-            turn = 0
-            while todo:
-                conn = self.conns[turn % 2]
-                turn += 1
-                began = time.monotonic()
-                poison, offsets = self.stage(conn, todo)
-                self.seconds["reading"] += time.monotonic() - began
-                if inserting is not None:
-                    self.settle(*inserting, started)
-                inserting = (inserter.submit(self.insert, conn), poison, offsets)
-            if inserting is not None:
-                self.settle(*inserting, started)
+        while True:
+            todo = {p: h for p, h in marks.items() if self.position[p] < h}
+            if not todo:
+                break
+            try:
+                self.drain_pass(todo, started)
+                break
+            except Exception as exc:
+                # A transient failure (PostgreSQL restarting, a connection lost, a deadlock, the
+                # broker away) is the world's, not a record's: resume from the offsets committed
+                # last, after a backoff, for at most transient_timeout; then the task fails and
+                # Airflow's retries take over. Nothing is dead-lettered or committed for it.
+                if classify(exc) is not Failure.TRANSIENT:
+                    raise
+                now = time.monotonic()
+                if self.failing_since is None:
+                    self.failing_since = now
+                left = self.op.transient_timeout - (now - self.failing_since)
+                if left <= 0:
+                    self.log.error(
+                        "transient failures for %.0f s (the last: %s): failing the task",
+                        now - self.failing_since,
+                        reason(exc),
+                    )
+                    raise
+                delay = min(self.backoff.next_delay(), left)
+                self.stats["transient_retries"] += 1
+                self.log.warning(
+                    "transient failure (%s): resuming from the committed offsets %s in %.1f s",
+                    reason(exc),
+                    ", ".join(f"p{p}@{o}" for p, o in sorted(self.position.items())),
+                    delay,
+                )
+                _metric("gremio.drain.transient_retries", 1, {"topic": self.op.topic})
+                self.drop_connections()
+                time.sleep(delay)
         self.log.info(
             "drained in %.1f s: reading, decoding and staging %.1f s (of which waiting for Kafka %.1f s),"
             " inserting %.1f s, the two overlapping",
@@ -236,24 +305,91 @@ class _Drain:
             self.seconds["fetching"],
             self.seconds["inserting"],
         )
-        return {**summary, **self.stats}
+        deadletters = {"undecodable": self.stats["undecodable"], "refused": self.stats["refused"]}
+        if self.stats["deadlettered"]:
+            self.log.warning(
+                "dead-lettered %d records of %s: %d undecodable, %d refused by PostgreSQL%s",
+                self.stats["deadlettered"],
+                self.op.topic,
+                self.stats["undecodable"],
+                self.stats["refused"],
+                f" ({', '.join(f'{why}: {n}' for why, n in sorted(self.refusals.items()))})"
+                if self.refusals
+                else "",
+            )
+        return {
+            **summary,
+            **self.stats,
+            "deadletters": {self.op.topic: deadletters},
+            "refusals": dict(sorted(self.refusals.items())),
+        }
+
+    def drain_pass(self, todo: dict[int, int], started: float) -> None:
+        """Drain from the committed offsets to the marks (`todo`: partition → mark)."""
+        from confluent_kafka import TopicPartition
+
+        if not self.conns:
+            self.conns = [self.connect(), self.connect()]
+        assigned = [TopicPartition(self.op.topic, p, self.position[p]) for p in sorted(todo)]
+        self.consumer.assign(assigned)
+        self.consumer.resume(assigned)  # partitions paused at their mark by an earlier pass
+        # Two connections take turns: while one inserts a chunk from its staging table and
+        # commits (in a thread that only waits on PostgreSQL), the next chunk is read,
+        # decoded and copied into the other's staging table. A chunk's dead letters and
+        # offsets follow its commit, in order. A chunk PostgreSQL refuses as a whole is
+        # split on its own connection, in the main thread, when its turn to settle comes.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-insert") as inserter:
+            inserting: tuple[Future | None, _Chunk, psycopg.Connection] | None = None
+            turn = 0
+            while todo:
+                conn = self.conns[turn % 2]
+                turn += 1
+                began = time.monotonic()
+                chunk = self.read_chunk(todo)
+                self.stage(conn, chunk)
+                self.seconds["reading"] += time.monotonic() - began
+                if inserting is not None:
+                    previous, inserting = inserting, None
+                    self.settle(*previous, started)
+                if chunk.failure is None:
+                    inserting = (inserter.submit(self.insert, conn), chunk, conn)
+                else:
+                    self.settle(None, chunk, conn, started)
+            if inserting is not None:
+                previous, inserting = inserting, None
+                self.settle(*previous, started)
 
     def settle(
-        self, inserted: Future, poison: list[tuple[Message, str]], offsets: dict[int, int], started: float
+        self, inserted: Future | None, chunk: _Chunk, conn: psycopg.Connection, started: float
     ) -> None:
         """Once a chunk is committed in PostgreSQL: its dead letters, then its offsets."""
         from confluent_kafka import TopicPartition
 
-        inserted.result()
-        self.deadletter(poison)
-        if offsets:
+        from gremio.failures import Failure, classify
+
+        if inserted is not None:
+            try:
+                inserted.result()
+            except Exception as exc:
+                if classify(exc) is not Failure.PERMANENT:
+                    raise
+                chunk.failure = exc
+        if chunk.failure is not None:
+            self.split(conn, chunk)
+        self.deadletter(chunk)
+        if chunk.offsets:
             self.consumer.commit(
-                offsets=[TopicPartition(self.op.topic, p, o) for p, o in offsets.items()], asynchronous=False
+                offsets=[TopicPartition(self.op.topic, p, o) for p, o in chunk.offsets.items()],
+                asynchronous=False,
             )
+            self.position.update(chunk.offsets)
+        self.stats["read"] += chunk.read
+        self.failing_since = None  # progress: a later transient failure gets the whole bound again
+        self.backoff.reset()
         elapsed = max(time.monotonic() - started, 1e-9)
         self.log.info(
             "committed offsets %s; %d read, %d new rows, %d dead-lettered (%.0f records/s)",
-            ", ".join(f"p{p}@{o}" for p, o in sorted(offsets.items())),
+            ", ".join(f"p{p}@{o}" for p, o in sorted(chunk.offsets.items())),
             self.stats["read"],
             self.stats["inserted"],
             self.stats["deadlettered"],
@@ -318,10 +454,23 @@ class _Drain:
 
     # --- a chunk ------------------------------------------------------------------------------
 
-    def stage(
-        self, conn: psycopg.Connection, todo: dict[int, int]
-    ) -> tuple[list[tuple[Message, str]], dict[int, int]]:
-        """Open a transaction and stream the next chunk into a fresh staging table (binary COPY)."""
+    def stage(self, conn: psycopg.Connection, chunk: _Chunk) -> None:
+        """Open a transaction and copy the chunk's rows into a fresh staging table.
+
+        A permanent failure (PostgreSQL refuses a value: a NUL byte, say) rolls back and is
+        noted on the chunk, which is then split when it settles; any other failure propagates.
+        """
+        from gremio.failures import Failure, classify
+
+        try:
+            self.copy_rows(conn, chunk.rows)
+        except Exception as exc:
+            _rollback(conn)
+            if classify(exc) is not Failure.PERMANENT:
+                raise
+            chunk.failure = exc
+
+    def copy_rows(self, conn: psycopg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         from psycopg import sql
 
         cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
@@ -335,7 +484,9 @@ class _Drain:
             # are several times faster than rendering text.
             with cur.copy(sql.SQL("copy drain_stage ({}) from stdin (format binary)").format(cols)) as copy:
                 copy.set_types(self.types)
-                return self.read_chunk(todo, copy.write_row)
+                write = copy.write_row
+                for row in rows:
+                    write(row)
 
     def insert(self, conn: psycopg.Connection) -> None:
         """Insert what is new from the staging table, and commit: the chunk's one transaction."""
@@ -353,49 +504,87 @@ class _Drain:
                 inserted = cur.rowcount
             conn.commit()
         except BaseException:
-            conn.rollback()
+            _rollback(conn)
             raise
         self.stats["inserted"] += inserted
         self.stats["transactions"] += 1
         self.seconds["inserting"] += time.monotonic() - began
 
-    def read_chunk(
-        self, todo: dict[int, int], emit: Callable[[tuple[Any, ...]], None]
-    ) -> tuple[list[tuple[Message, str]], dict[int, int]]:
-        """Emit up to rows_per_transaction decoded records below the marks; finished partitions leave `todo`.
+    def split(self, conn: psycopg.Connection, chunk: _Chunk) -> None:
+        """The slow path for a chunk PostgreSQL refused: find the refused rows, insert the others.
 
-        The chunk ends early once its poison holds poison_bytes_per_transaction: those
-        messages stay in memory until the chunk's commit (400 poison values of 1 MB in one
-        chunk once raised the worker's peak memory by 780 MB). What was fetched but not read
-        is sought back to, so the next chunk starts exactly where this one stopped.
+        failures.isolate halves the chunk until the refused rows stand alone; each part is
+        staged and inserted in a transaction of its own on the chunk's connection (what
+        commits stays committed, and the conflict clause makes a re-try harmless). The
+        refused rows' messages join the chunk's dead letters.
+        """
+        from gremio.failures import isolate, reason
+
+        rows, failure = chunk.rows, chunk.failure
+        self.log.warning(
+            "PostgreSQL refused a chunk of %d rows (%s): splitting it to find the refused ones",
+            len(rows),
+            reason(failure),
+        )
+
+        def apply(part: Sequence[int]) -> None:
+            try:
+                self.copy_rows(conn, [rows[i] for i in part])
+            except BaseException:
+                _rollback(conn)
+                raise
+            self.insert(conn)  # commits, or rolls back and raises
+
+        everything = list(range(len(rows)))
+        if len(everything) <= 1:
+            refused = [(i, failure) for i in everything]
+        else:  # the whole chunk is known to fail: start with its halves
+            middle = len(everything) // 2
+            refused = isolate(everything[:middle], apply) + isolate(everything[middle:], apply)
+        chunk.refused = [(chunk.msgs[i], reason(exc)) for i, exc in refused]
+        chunk.failure = None
+        for _, why in chunk.refused:
+            kind = why.split(":", 1)[0]
+            self.refusals[kind] = self.refusals.get(kind, 0) + 1
+
+    def read_chunk(self, todo: dict[int, int]) -> _Chunk:
+        """Decode up to rows_per_transaction records below the marks; finished partitions leave `todo`.
+
+        The chunk keeps every row with its message until the chunk settles (a row PostgreSQL
+        refuses is dead-lettered as its original message), so it also ends once those
+        messages hold bytes_per_transaction, or once its poison holds
+        poison_bytes_per_transaction (400 poison values of 1 MB in one chunk once raised the
+        worker's peak memory by 780 MB). What was fetched but not read is sought back to, so
+        the next chunk starts exactly where this one stopped.
         """
         from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         from gremio.runner import Poison
 
-        poison: list[tuple[Message, str]] = []
-        offsets: dict[int, int] = {}
+        chunk = _Chunk()
+        rows, msgs, poison, offsets = chunk.rows, chunk.msgs, chunk.poison, chunk.offsets
         room = self.op.rows_per_transaction
         poison_room = self.op.poison_bytes_per_transaction
+        held_room = self.op.bytes_per_transaction
         decode, row = self.decode, self.row
         last_seen = time.monotonic()
-        while todo and room > 0 and poison_room > 0:
+        while todo and room > 0 and poison_room > 0 and held_room > 0:
             began = time.monotonic()
             wanted = max(1, min(room, 10_000, CONSUME_BYTES // self.message_bytes))
-            msgs = self.consumer.consume(num_messages=wanted, timeout=1.0)
+            fetched = self.consumer.consume(num_messages=wanted, timeout=1.0)
             self.seconds["fetching"] += time.monotonic() - began
-            if msgs:
+            if fetched:
                 last_seen = time.monotonic()
-                self.message_bytes = max(64, sum(len(m.value() or b"") for m in msgs) // len(msgs))
+                self.message_bytes = max(64, sum(len(m.value() or b"") for m in fetched) // len(fetched))
             elif time.monotonic() - last_seen > self.op.stall_timeout:
                 raise RuntimeError(
                     f"no records from {self.op.topic} partitions {sorted(todo)} for "
                     f"{self.op.stall_timeout:.0f} s although the marks say there are more"
                 )
             read = 0
-            for index, msg in enumerate(msgs):
-                if poison_room <= 0:
-                    self.rewind(todo, msgs[index:])
+            for index, msg in enumerate(fetched):
+                if poison_room <= 0 or held_room <= 0:
+                    self.rewind(todo, fetched[index:])
                     break
                 p, offset = msg.partition(), msg.offset()
                 err = msg.error()
@@ -418,16 +607,18 @@ class _Drain:
                 offsets[p] = offset + 1
                 read += 1
                 try:
-                    emit(row(decode(msg), msg))
+                    rows.append(row(decode(msg), msg))
+                    msgs.append(msg)
+                    held_room -= len(msg.value() or b"") + 1
                 except Poison as exc:
                     poison.append((msg, str(exc)))
                     poison_room -= len(msg.value() or b"") + 1
                 if offset + 1 >= mark:
                     del todo[p]
                     self.consumer.pause([TopicPartition(self.op.topic, p)])
-            self.stats["read"] += read
+            chunk.read += read
             room -= read
-        return poison, offsets
+        return chunk
 
     def rewind(self, todo: dict[int, int], unread: Sequence[Message]) -> None:
         """Seek back to the first of these fetched but unread messages: the next chunk reads them."""
@@ -502,16 +693,36 @@ class _Drain:
         self.types = [types[c] for c in self.columns]
         return conn
 
-    def deadletter(self, poison: list[tuple[Message, str]]) -> None:
-        """Send poison to the dead-letter topic and wait for the broker's acknowledgement."""
-        if not poison:
+    def deadletter(self, chunk: _Chunk) -> None:
+        """Send the chunk's poison and refused rows to the dead-letter topic; wait for the acknowledgement."""
+        letters = [*chunk.poison, *chunk.refused]
+        if not letters:
             return
         from gremio import kafka as gk
 
         if self.producer is None:
             self.producer = _producer(self.op.kafka_config_id)
-        gk.send_dead_letters(self.producer, poison, self.op.deadletter_topic)
-        self.stats["deadlettered"] += len(poison)
+        gk.send_dead_letters(self.producer, letters, self.op.deadletter_topic)
+        self.stats["deadlettered"] += len(letters)
+        self.stats["undecodable"] += len(chunk.poison)
+        self.stats["refused"] += len(chunk.refused)
+        for kind, count in (("undecodable", len(chunk.poison)), ("refused", len(chunk.refused))):
+            if count:
+                _metric("gremio.drain.deadlettered", count, {"topic": self.op.topic, "reason": kind})
+
+
+def _rollback(conn: psycopg.Connection) -> None:
+    """Roll back, if the connection still can (one lost with the server cannot, and need not)."""
+    with contextlib.suppress(Exception):  # the failure being handled is the one worth raising
+        conn.rollback()
+
+
+def _metric(name: str, count: int, tags: dict[str, str]) -> None:
+    """Count in Airflow's metrics (StatsD or OpenTelemetry, when configured); never fails the drain."""
+    with contextlib.suppress(Exception):  # metrics are best effort
+        from airflow.sdk.observability.stats import incr
+
+        incr(name, count=count, tags=tags)
 
 
 def _one(fields: dict[str, str]):

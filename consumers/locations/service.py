@@ -13,6 +13,12 @@ view, and raise nothing again.
 **Ownership.** A cart belongs to the instance holding its `locations` partition. A sale
 read by an instance that does not hold that partition is forwarded there as a
 CartPosition (id derived from the sale), so each cart lives on exactly one instance.
+
+**Failures** (gremio.failures). `handle` changes the view, so a batch is never run twice to
+find a bad record: `process` returns the records refused for good (the handler's
+ValueError, or rows PostgreSQL refuses, found by writing the batch again one record at a
+time) and the runner dead-letters them. On a transient failure (PostgreSQL restarting) the
+alerts and reports not yet written are kept and written with the runner's next attempt.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, ClassVar, get_args
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -30,16 +37,26 @@ from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, Message, To
 from prometheus_client import Counter, Gauge
 
 from consumers.locations.store import LiveStore
-from consumers.locations.view import Effects, LiveView, Raised, Rules, handle, position_from_sale
-from gremio import db
+from consumers.locations.view import (
+    Effects,
+    LiveView,
+    Raised,
+    Rules,
+    SeenReport,
+    handle,
+    position_from_sale,
+)
+from gremio import db, failures
 from gremio import kafka as gk
 from gremio import topics as t
+from gremio.failures import Failure
 from gremio.logs import setup_logging
 from gremio.records import AlertKind, CartPosition, FugitiveReport, Record, Sale, now_utc
 from gremio.runner import BaseService, Envelope, run_service
 from gremio.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FEED_REFRESH_SECONDS = 2.0  # reports and alerts of other instances, from the tables
 EXPIRE_SECONDS = 1.0
@@ -81,6 +98,7 @@ class LocationService(BaseService):
         "Sale": Sale,
     }
     batch_size = 500
+    splittable = False  # process() changes the view: never run again on part of a batch
     # A live board: small batches, short waits. The runner's consume() waits up to its
     # poll interval for a batch to fill, so that is kept short as well (runner_options).
     batch_timeout = 0.02
@@ -110,6 +128,10 @@ class LocationService(BaseService):
         self._replay_until: dict[tuple[str, int], int] = {}
         self.rebuild_offsets: dict[tuple[str, int], int] = {}  # where the last assignment started
         self._due: dict[str, float] = {}
+        # Effects handled but not yet written (a transient failure), and the record behind
+        # each alert and report row (by row id), kept until they are written.
+        self._carried = Effects()
+        self._sources: dict[uuid.UUID, Envelope] = {}
         self._seeded = False  # suppression memory read from the alerts table since the last assignment
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -193,11 +215,20 @@ class LocationService(BaseService):
         """Below the committed offset: read again for the rebuild (its poison was dead-lettered)."""
         return msg.offset() < self._replay_until.get((msg.topic(), msg.partition()), -1)
 
-    def process(self, batch: list[Envelope]) -> None:
+    def process(self, batch: list[Envelope]) -> list[tuple[Envelope, str]]:
+        """Handle the batch into the view, make its alerts and reports durable; the refused records.
+
+        `handle` changes the view, so the runner must not run a batch (or part of it) twice
+        to find a refused record (`splittable = False`): a handler's ValueError refuses its
+        record here, and rows the database refuses refuse the records that made them. On
+        a transient failure the effects not yet written are kept and written with the
+        next batch: the records read again are then stale in the view and add nothing.
+        """
         if not self._seeded:
             # The suppression memory must hold other instances' alerts before raising any.
             self._refresh_feeds()
-        effects = Effects()
+        effects = Effects(alerts=list(self._carried.alerts), reports=list(self._carried.reports))
+        refused: list[tuple[Envelope, str]] = []
         forward: list[CartPosition] = []
         # Reports last: a report's nearest cart then sees positions that arrived with it.
         for env in sorted(batch, key=lambda e: isinstance(e.record, FugitiveReport)):
@@ -207,10 +238,25 @@ class LocationService(BaseService):
                 if not replay:
                     forward.append(position_from_sale(record))
                 continue
-            effects.extend(handle(self.view, record, replay))
+            try:
+                produced = handle(self.view, record, replay)
+            except ValueError as exc:
+                if not replay:  # a replayed record's refusal was dead-lettered the first time
+                    refused.append((env, failures.reason(exc)))
+                continue
+            self._note_source(env, produced)
+            effects.extend(produced)
+        # Carried effects and the same records read again raise the same rows: once each.
+        effects.alerts = _first_each(effects.alerts, lambda r: r.alert.id)
+        effects.reports = _first_each(effects.reports, lambda r: r.id)
+        self._carried = Effects(alerts=effects.alerts, reports=effects.reports)
         if forward:
             self._forward(forward)
-        fresh = self.store.write(effects, self._publish) if effects.alerts or effects.reports else []
+        fresh: list[Raised] = []
+        if effects.alerts or effects.reports:
+            fresh, rows_refused = self._write(effects)
+            refused += rows_refused
+        self._carried, self._sources = Effects(), {}
         POSITIONS.labels("applied").inc(effects.applied)
         POSITIONS.labels("stale").inc(effects.stale)
         REPORTS.inc(len(effects.reports))
@@ -218,6 +264,7 @@ class LocationService(BaseService):
             alert = raised.alert
             ALERTS.labels(alert.kind).inc()
             log.warning("ALERT %s %s: %s", alert.kind, alert.plate or "-", alert.detail)
+        return refused
 
     def tick(self, now: float) -> None:
         if self._is_due("expire", now, EXPIRE_SECONDS):
@@ -238,6 +285,47 @@ class LocationService(BaseService):
             )  # fmt: skip
 
     # --- effects --------------------------------------------------------------------------
+
+    def _note_source(self, env: Envelope, effects: Effects) -> None:
+        """Remember which record made each alert and report row, to refuse it if the row is."""
+        for raised in effects.alerts:
+            self._sources[raised.alert.id] = env
+        for report in effects.reports:
+            self._sources[report.id] = env
+
+    def _write(self, effects: Effects) -> tuple[list[Raised], list[tuple[Envelope, str]]]:
+        """The batch's rows in one transaction; if refused, each source record's on its own."""
+        try:
+            return self.store.write(effects, self._publish), []
+        except Exception as exc:
+            if failures.classify(exc) is not Failure.PERMANENT:
+                raise
+            log.warning(
+                "PostgreSQL refused a batch's alerts or reports (%s): writing them one record at a time",
+                failures.reason(exc),
+            )
+        sources: dict[tuple[str, int, int] | None, Envelope] = {}
+        groups: dict[tuple[str, int, int] | None, Effects] = {}
+        rows: list[tuple[uuid.UUID, Raised | SeenReport]] = [(r.id, r) for r in effects.reports]
+        rows += [(r.alert.id, r) for r in effects.alerts]
+        for row_id, row in rows:
+            env = self._sources.get(row_id)
+            key = None if env is None else (env.topic, env.partition, env.offset)
+            if env is not None:
+                sources[key] = env
+            group = groups.setdefault(key, Effects())
+            if isinstance(row, Raised):
+                group.alerts.append(row)
+            else:
+                group.reports.append(row)
+        fresh, refused = self.store.write_each(list(groups.items()), self._publish)
+        out: list[tuple[Envelope, str]] = []
+        for key, exc in refused:
+            if key is None:
+                log.error("PostgreSQL refused rows of no known record, left out: %s", failures.reason(exc))
+            else:
+                out.append((sources[key], failures.reason(exc)))
+        return fresh, out
 
     def _forward(self, positions: Sequence[CartPosition]) -> None:
         """Send sales' positions to the `locations` partition of their carts (scale-out only)."""
@@ -285,6 +373,14 @@ class LocationService(BaseService):
         except psycopg.Error as exc:
             log.warning("PostgreSQL unavailable, keeping the last known data: %s", exc)
             self.store.close()
+
+
+def _first_each(items: Sequence[T], key: Callable[[T], object]) -> list[T]:
+    """The items in order, without later ones of the same key."""
+    first: dict[object, T] = {}
+    for item in items:
+        first.setdefault(key(item), item)
+    return list(first.values())
 
 
 def main() -> int:

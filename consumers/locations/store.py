@@ -2,20 +2,25 @@
 
 One connection, used only from the run loop's thread. Each batch's alerts and reports are
 written in one transaction, and the transaction commits only after the `alerts` records
-are acknowledged by the broker (see `write`).
+are acknowledged by the broker (see `write`). If the database refuses a row, `write_each`
+writes the batch again one source record at a time, so only that record's rows are left out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import psycopg
 
 from consumers.locations.view import Effects, Raised, SeenReport
-from gremio import db
+from gremio import db, failures
+from gremio.failures import Failure
 from gremio.records import Alert
 from gremio.settings import Settings
+
+K = TypeVar("K")
 
 MEMBERS = "select plate, first_name || ' ' || last_name from members"
 
@@ -65,23 +70,54 @@ class LiveStore:
         (same id) again, and publishes it a second time. Consumers of `alerts` deduplicate
         by id. The other order (commit, then publish) could lose the record instead.
         """
-        with self.conn.transaction():
-            if effects.reports:
-                self.conn.execute(
-                    db.query("locations_insert_reports"), _columns(effects.reports, REPORT_COLUMNS)
-                )
-            fresh: list[Raised] = []
-            if effects.alerts:
-                rows = self.conn.execute(
-                    db.query("locations_insert_alerts"),
-                    _columns([r.alert for r in effects.alerts], ALERT_COLUMNS),
-                )
-                new = {row[0] for row in rows.fetchall()}
-                # A record delivered twice in one batch raises the same alert twice: once is enough.
-                fresh = list({r.alert.id: r for r in effects.alerts if r.alert.id in new}.values())
+        conn = self.conn
+        with conn.transaction():
+            fresh = _insert(conn, effects)
             if fresh:
                 publish(fresh)
         return fresh
+
+    def write_each(
+        self, groups: Sequence[tuple[K, Effects]], publish: Callable[[Sequence[Raised]], None]
+    ) -> tuple[list[Raised], list[tuple[K, BaseException]]]:
+        """`write` for a batch the database refused: each group (one source record's
+        effects) under a savepoint of its own, published before the one commit.
+
+        Returns the new alerts, and the groups refused for good (failures.classify says
+        permanent) with their errors: none of a refused group's rows is kept. Any other
+        failure propagates and nothing is committed.
+        """
+        conn = self.conn
+        fresh: list[Raised] = []
+        refused: list[tuple[K, BaseException]] = []
+        with conn.transaction():
+            for key, effects in groups:
+                try:
+                    with conn.transaction():  # a savepoint
+                        new = _insert(conn, effects)
+                        if new:
+                            publish(new)
+                except Exception as exc:
+                    if failures.classify(exc) is not Failure.PERMANENT:
+                        raise
+                    refused.append((key, exc))
+                    continue
+                fresh += new
+        return fresh, refused
+
+
+def _insert(conn: psycopg.Connection, effects: Effects) -> list[Raised]:
+    """Insert the reports and alerts; the alerts not recorded before, once each."""
+    if effects.reports:
+        conn.execute(db.query("locations_insert_reports"), _columns(effects.reports, REPORT_COLUMNS))
+    if not effects.alerts:
+        return []
+    rows = conn.execute(
+        db.query("locations_insert_alerts"), _columns([r.alert for r in effects.alerts], ALERT_COLUMNS)
+    )
+    new = {row[0] for row in rows.fetchall()}
+    # A record delivered twice in one batch raises the same alert twice: once is enough.
+    return list({r.alert.id: r for r in effects.alerts if r.alert.id in new}.values())
 
 
 # Query parameter -> attribute, for the unnest() inserts.

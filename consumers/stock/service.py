@@ -5,6 +5,12 @@ then the new orders' `replenishments` records, acknowledged by the broker, then 
 outbox mark; the shared runner commits the offsets after that. A crash anywhere in
 between redelivers the batch, which then changes nothing in the table and publishes
 whatever was committed but not yet published. docs/STOCK.md tells the whole story.
+
+A sale the database refuses (a permanent failure, gremio.failures) fails its batch's
+transaction; the runner then splits the batch (failures.isolate), each part its own
+transaction in order, and dead-letters only the refused sale. A transient failure (the
+database restarting) has the runner consume the batch again after a backoff: the store
+opens a new connection, and the retry changes nothing that was committed before.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class StockService(BaseService):
         self._next_prune = 0.0
 
     def process(self, batch: list[Envelope]) -> None:
+        """One transaction, then the new orders' records: safe to run again on part of a batch."""
         started = time.perf_counter()
         sales = [envelope.record for envelope in batch if isinstance(envelope.record, Sale)]
         applied = self.store.apply(sales, self.rules, datetime.now(UTC))

@@ -34,35 +34,49 @@ class Applied:
 
 
 class OrderStore:
-    """Holds the service's connection; each `apply` is one transaction."""
+    """Holds the service's connection; each `apply` is one transaction.
+
+    A connection lost (PostgreSQL restarted) is opened again on next use: the runner
+    retries the batch after a transient failure, and the retry must not meet the dead one.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self.conn = db.connect(settings, autocommit=False)
+        self.settings = settings
+        self._conn = db.connect(settings, autocommit=False)
         # Orders whose records the broker acknowledged, marked in the next transaction: a
         # commit of its own would cost a WAL flush per batch. Losing these marks in a crash
         # only means a harmless second record with the same id if the sales come round again.
         self.unmarked: set[uuid.UUID] = set()
 
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn.closed or self._conn.broken:
+            self._conn.close()
+            self._conn = db.connect(self.settings, autocommit=False)
+        return self._conn
+
     def close(self) -> None:
-        if self.conn.closed:
+        if self._conn.closed:
             return
         try:
-            self.mark_published()
+            if not self._conn.broken:
+                self.mark_published()
         except psycopg.Error as exc:  # the database went away: the marks are only an economy
             log.warning("could not mark %d published orders: %s", len(self.unmarked), exc)
         finally:
-            self.conn.close()
+            self._conn.close()
 
     def apply(self, sales: Sequence[Sale], rules: Rules, now: datetime) -> Applied:
         """Lock the batch's carts, decide with `handle`, write orders and stock, commit."""
         plates = sorted({sale.plate for sale in sales})
         sale_ids = [sale.id for sale in sales]
+        conn = self.conn  # one connection for the whole transaction, even if it breaks midway
         # Pipeline mode: the three reads go out together, then the writes and the commit.
-        with self.conn.pipeline():
-            with self.conn.transaction():
-                locked = self.conn.execute(db.query("stock_lock_carts"), {"plates": plates})
-                claimed = self.conn.execute(db.query("stock_claim_sales"), {"sale_ids": sale_ids})
-                found = self.conn.cursor(row_factory=namedtuple_row).execute(
+        with conn.pipeline():
+            with conn.transaction():
+                locked = conn.execute(db.query("stock_lock_carts"), {"plates": plates})
+                claimed = conn.execute(db.query("stock_claim_sales"), {"sale_ids": sale_ids})
+                found = conn.cursor(row_factory=namedtuple_row).execute(
                     db.query("stock_orders_for"), {"plates": plates, "sale_ids": sale_ids}
                 )
                 carts = {plate: CartState(sold_at=sold_at) for plate, sold_at in locked.fetchall()}
@@ -71,8 +85,8 @@ class OrderStore:
                 carts, triggers = _with_orders(carts, rows)
                 applied = triggers | (set(sale_ids) - new_sales)
                 decision = handle(sales, carts, rules, now, applied)
-                inserted = self._write(decision)
-                marked = self._mark()
+                inserted = self._write(conn, decision)
+                marked = self._mark(conn)
             inserted_ids = {row[0] for row in inserted.fetchall()} if inserted is not None else set()
         self.unmarked -= marked
         batch = set(sale_ids)
@@ -86,15 +100,16 @@ class OrderStore:
 
     def prune(self, retention_seconds: float) -> int:
         """Forget applied sale ids older than the retention; returns how many."""
-        with self.conn.transaction():
-            return self.conn.execute(db.query("stock_prune_sales"), {"seconds": retention_seconds}).rowcount
+        conn = self.conn
+        with conn.transaction():
+            return conn.execute(db.query("stock_prune_sales"), {"seconds": retention_seconds}).rowcount
 
-    def _write(self, decision: Decision) -> psycopg.Cursor | None:
+    def _write(self, conn: psycopg.Connection, decision: Decision) -> psycopg.Cursor | None:
         """Closes first (the one-open index), then new orders, then each cart's newest sale."""
         new_ids = {order.id for order in decision.opened}
         closes = [d for d in decision.delivered if d.order_id not in new_ids]
         if closes:
-            self.conn.execute(
+            conn.execute(
                 db.query("stock_close_orders"),
                 {
                     "ids": [d.order_id for d in closes],
@@ -106,7 +121,7 @@ class OrderStore:
         if decision.opened:
             closed_in_batch = {d.order_id: d for d in decision.delivered if d.order_id in new_ids}
             done = [closed_in_batch.get(order.id) for order in decision.opened]
-            inserted = self.conn.execute(
+            inserted = conn.execute(
                 db.query("stock_insert_orders"),
                 {
                     "ids": [o.id for o in decision.opened],
@@ -122,7 +137,7 @@ class OrderStore:
             )
         if decision.carts:
             carts = decision.carts.items()
-            self.conn.execute(
+            conn.execute(
                 db.query("stock_update_carts"),
                 {
                     "plates": [plate for plate, _ in carts],
@@ -139,13 +154,14 @@ class OrderStore:
 
     def mark_published(self) -> None:
         """Mark now, in a transaction of its own (at shutdown)."""
-        with self.conn.transaction():
-            self.unmarked -= self._mark()
+        conn = self.conn
+        with conn.transaction():
+            self.unmarked -= self._mark(conn)
 
-    def _mark(self) -> set[uuid.UUID]:
+    def _mark(self, conn: psycopg.Connection) -> set[uuid.UUID]:
         ids = set(self.unmarked)
         if ids:
-            self.conn.execute(db.query("stock_mark_published"), {"ids": list(ids)})
+            conn.execute(db.query("stock_mark_published"), {"ids": list(ids)})
         return ids
 
 

@@ -221,3 +221,129 @@ def test_refuses_columns_the_model_does_not_have():
         KafkaDrainOperator(
             task_id="y", topic="s", table="s", record=Sale, group_id="g", message_columns={"x": "headers"}
         )
+
+
+# --- rows PostgreSQL refuses, and failures that pass ---------------------------------------------
+
+
+def refuse_clients(table: str, *clients: str) -> None:
+    """A trigger on `table` that refuses these clients as PostgreSQL refuses a NUL byte (22021, a DataError)."""
+    with db.connect() as conn:
+        conn.execute(
+            sql.SQL(
+                "create function {fn}() returns trigger language plpgsql as $$ begin"
+                " if new.client = any({clients}) then"
+                " raise exception 'refused client' using errcode = '22021'; end if;"
+                " return new; end $$"
+            ).format(fn=sql.Identifier(f"{table}_refuse"), clients=sql.Literal(list(clients)))
+        )
+        conn.execute(
+            sql.SQL("create trigger refuse before insert on {} for each row execute function {}()").format(
+                sql.Identifier(table), sql.Identifier(f"{table}_refuse")
+            )
+        )
+
+
+def dead_letters_of(probe: TopicProbe, topic: str) -> list:
+    return [m for m in probe.records(t.DEADLETTER.name) if gk.header(m, t.DLQ_SOURCE_TOPIC) == topic]
+
+
+def test_rows_postgresql_refuses_are_dead_lettered_alone_and_the_rest_is_inserted(name):
+    topic, table = make_topic(name, 2), make_table(name, "sales")
+    sales = [a_sale(i) for i in range(40)]
+    refused = {sales[7].client, sales[29].client}  # interleaved, in one chunk
+    refuse_clients(table, *refused)
+    probe = TopicProbe([t.DEADLETTER.name])
+    acked = gk.produce_all(
+        gk.producer(), [(topic, s.plate.encode(), s.to_bytes(), [("type", b"Sale")], None) for s in sales]
+    )
+
+    result = drain(topic, table, rows_per_transaction=1000)
+
+    assert (result["read"], result["inserted"], result["refused"], result["undecodable"]) == (40, 38, 2, 0)
+    assert result["deadlettered"] == 2
+    assert result["deadletters"] == {topic: {"undecodable": 0, "refused": 2}}
+    assert result["refusals"] == {"CharacterNotInRepertoire [22021]": 2}
+    with db.connect() as conn:
+        stored = conn.execute(sql.SQL("select id from {}").format(sql.Identifier(table))).fetchall()
+    assert {row[0] for row in stored} == {s.id for s in sales if s.client not in refused}
+    ends = {
+        p: 1 + max(m.offset() for m in acked if m.partition() == p) for p in {m.partition() for m in acked}
+    }
+    assert {p: o for p, o in committed(f"group-{topic}", topic, 2).items() if p in ends} == ends
+
+    dead = dead_letters_of(probe, topic)
+    source = {m.value(): m for m in acked}  # acknowledgements come in delivery order
+    assert sorted(Sale.from_bytes(m.value()).client for m in dead) == sorted(refused)
+    for m in dead:
+        original = source[m.value()]
+        assert m.key() == original.key()
+        assert gk.header(m, "type") == "Sale", "the original headers travel along"
+        assert gk.header(m, t.DLQ_SOURCE_PARTITION) == str(original.partition())
+        assert gk.header(m, t.DLQ_SOURCE_OFFSET) == str(original.offset())
+        assert gk.header(m, t.DLQ_ERROR).startswith("CharacterNotInRepertoire [22021]: refused client")
+
+    # A re-run meets nothing: nothing read, nothing dead-lettered again.
+    again = drain(topic, table)
+    assert (again["read"], again["inserted"], again["deadlettered"]) == (0, 0, 0)
+    assert len(dead_letters_of(probe, topic)) == 2
+    assert count(table) == 38
+
+
+def test_refused_at_copy_or_by_a_constraint_in_later_chunks_the_drain_carries_on(name):
+    """COPY itself refuses a value (too long for the column), an INSERT breaks a CHECK: each
+    chunk with a refused row takes the slow path; the others, and the undecodable, as before."""
+    topic, table = make_topic(name, 1), make_table(name, "sales")
+    with db.connect() as conn:
+        conn.execute(
+            sql.SQL("alter table {} alter column client type varchar(20)").format(sql.Identifier(table))
+        )
+        conn.execute(
+            sql.SQL("alter table {} add constraint not_thirteen check (quantity <> 13)").format(
+                sql.Identifier(table)
+            )
+        )
+    sales = [a_sale(i) for i in range(100)]
+    sales[12] = a_sale(12, client="a client name far too long for twenty")
+    sales[55] = a_sale(55, quantity=13)
+    sales[56] = a_sale(56, quantity=13)
+    probe = TopicProbe([t.DEADLETTER.name])
+    produce(topic, sales, raw=[b"not json"])
+
+    result = drain(topic, table, rows_per_transaction=20)
+
+    assert (result["read"], result["inserted"]) == (101, 97)
+    assert (result["refused"], result["undecodable"], result["deadlettered"]) == (3, 1, 4)
+    assert result["refusals"] == {"StringDataRightTruncation [22001]": 1, "CheckViolation [23514]": 2}
+    assert count(table) == 97
+    assert committed(f"group-{topic}", topic, 1) == {0: 101}
+    dead = dead_letters_of(probe, topic)
+    assert [int(gk.header(m, t.DLQ_SOURCE_OFFSET)) for m in dead] == [12, 55, 56, 100]
+    assert gk.header(dead[0], t.DLQ_ERROR).startswith("StringDataRightTruncation [22001]")
+    assert gk.header(dead[1], t.DLQ_ERROR).startswith("CheckViolation [23514]")
+
+
+def test_a_fatal_error_fails_the_drain_dead_lettering_nothing(name):
+    topic, table = make_topic(name, 1), make_table(name, "sales")
+    with db.connect() as conn:
+        conn.execute(
+            sql.SQL(
+                "create function {fn}() returns trigger language plpgsql as $$ begin"
+                " raise exception 'a bug' using errcode = '42703'; end $$"
+            ).format(fn=sql.Identifier(f"{table}_bug"))
+        )
+        conn.execute(
+            sql.SQL("create trigger bug before insert on {} for each row execute function {}()").format(
+                sql.Identifier(table), sql.Identifier(f"{table}_bug")
+            )
+        )
+    probe = TopicProbe([t.DEADLETTER.name])
+    produce(topic, [a_sale(i) for i in range(5)])
+
+    import psycopg
+
+    with pytest.raises(psycopg.errors.UndefinedColumn):
+        drain(topic, table)
+    assert count(table) == 0
+    assert committed(f"group-{topic}", topic, 1)[0] < 0
+    assert dead_letters_of(probe, topic) == []

@@ -83,9 +83,10 @@ class Spy(StockService):
         super().__init__(group_id=f"test-stock-{uuid.uuid4()}")
         self.batches: list[list[uuid.UUID]] = []
 
-    def process(self, batch: list[Envelope]) -> None:
-        super().process(batch)
+    def process(self, batch: list[Envelope]) -> Sequence[tuple[Envelope, str]] | None:
+        refused = super().process(batch)
         self.batches.append([e.record.id for e in batch])
+        return refused
 
 
 @contextlib.contextmanager

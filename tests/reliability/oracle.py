@@ -279,14 +279,15 @@ class Carts:
             if answer.status != 503 or not answer.headers.get("Retry-After"):
                 raise AssertionError(f"{path} answered {answer.status}: {answer.body[:500]!r}")
             if path == "/v1/sales":
-                self.oracle.tried.add(_derived_id(headers["Idempotency-Key"], body["plate"]))
+                self.oracle.tried.add(_derived_id(headers["Idempotency-Key"], body))
             time.sleep(min(float(answer.headers["Retry-After"]), 2.0))
 
 
-def _derived_id(key: str, plate: str) -> uuid.UUID:
-    from gremio.records import derive_id
+def _derived_id(key: str, body: dict) -> uuid.UUID:
+    from gremio.records import SaleIn, request_id
 
-    return derive_id(key, "/v1/sales", plate)
+    sale = SaleIn.model_validate(body)
+    return request_id(key, "/v1/sales", sale, sale.plate)
 
 
 # --- what the stock rule expects ----------------------------------------------------------------

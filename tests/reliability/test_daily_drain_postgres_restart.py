@@ -69,10 +69,18 @@ def test_postgres_restarted_mid_drain_the_retry_loads_every_sale_once(
     held_sale = Sale.from_bytes(held.value())
 
     task = dag.get_task("drain_sales")
-    saved = (task.rows_per_transaction, task.retry_delay, task.retry_exponential_backoff)
-    task.rows_per_transaction, task.retry_delay, task.retry_exponential_backoff = (
+    # transient_timeout 0: the drain gives a lost connection straight back to Airflow, whose
+    # retry is what this test proves (the in-task retry has its own, test_drain_restart.py).
+    saved = (
+        task.rows_per_transaction,
+        task.retry_delay,
+        task.retry_exponential_backoff,
+        task.transient_timeout,
+    )
+    task.rows_per_transaction, task.retry_delay, task.retry_exponential_backoff, task.transient_timeout = (
         CHUNK,
         timedelta(seconds=1),
+        0,
         0,
     )
     blocker = db.connect(autocommit=False)
@@ -107,7 +115,12 @@ def test_postgres_restarted_mid_drain_the_retry_loads_every_sale_once(
         restarter.join(240)
         blocker.close()
         stack.start_postgres()
-        task.rows_per_transaction, task.retry_delay, task.retry_exponential_backoff = saved
+        (
+            task.rows_per_transaction,
+            task.retry_delay,
+            task.retry_exponential_backoff,
+            task.transient_timeout,
+        ) = saved
     took = time.monotonic() - began
 
     assert run.state == DagRunState.SUCCESS

@@ -164,7 +164,9 @@ def test_poison_goes_to_deadletter_every_valid_record_is_processed_and_no_servic
     commit_at_end(groups["members"], [t.MEMBERS.name])
     dlq_marks = high_watermarks([t.DEADLETTER.name])
     stock = services.stock(groups["stock"])
-    live = services.locations(groups["locations"])
+    # Producing 750 MB of poison takes longer than a cart's 60 s on the board; this test is
+    # about poison, not expiry, so the board keeps carts for an hour.
+    live = services.locations(groups["locations"], LIVE_TTL_SECONDS="3600")
     wait_for(
         lambda: "assigned" in stock.output() and "assigned" in live.output(), timeout=90, what="assigned"
     )
@@ -183,6 +185,7 @@ def test_poison_goes_to_deadletter_every_valid_record_is_processed_and_no_servic
 
     caught_up(groups["stock"], [t.SALES.name])
     caught_up(groups["locations"], [t.SALES.name, t.LOCATIONS.name])
+    board = live.live()
     sales_drain = drain(t.SALES.name, "sales", "gremio.records.Sale", groups["sales"], stall_timeout=60.0)
     members_drain = drain(
         t.MEMBERS.name,
@@ -200,7 +203,6 @@ def test_poison_goes_to_deadletter_every_valid_record_is_processed_and_no_servic
         "locations/locations": live.metric("gremio_consumer_deadlettered_total", topic="locations"),
     }
     assert stock.alive and live.alive
-    board = live.live()
     assert stock.terminate() == 0 and live.terminate() == 0
     assert counted == dict.fromkeys(counted, float(POISON))
     assert (sales_drain["read"], sales_drain["inserted"], sales_drain["deadlettered"]) == (
