@@ -92,8 +92,10 @@ def test_up_twice_status_and_down_leave_nothing_behind(local_env):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "already up" in second.stdout
 
+    _hostile_reports_leave_it_healthy(local_env)
     status = _gremio(local_env, "status", "--wait", "120")
     assert status.returncode == 0, status.stdout
+    assert "unhealthy" not in status.stdout, status.stdout
     _airflow_requires_a_login(local_env, first.stdout)
     assert _our_processes(local_env), "the stack runs detached from the command that started it"
 
@@ -101,6 +103,24 @@ def test_up_twice_status_and_down_leave_nothing_behind(local_env):
     assert down.returncode == 0, down.stderr
     assert "leftover" not in down.stdout, down.stdout
     assert _our_processes(local_env) == []
+
+
+def _hostile_reports_leave_it_healthy(env: dict[str, str]) -> None:
+    """Issue 12 as a new user found it: a NUL in an anonymous report's description once took
+    the location service down for good. Now it is a 422, and markup is a report like any other."""
+    api, live = f"http://127.0.0.1:{env['API_PORT']}", f"http://127.0.0.1:{env['LIVE_PORT']}"
+    for text in ("sin logo\x00", "carro\u202e", "\x1b[2J"):
+        answer = http("POST", api + "/v1/reports", {"lat": -33.44, "lon": -70.65, "description": text})
+        assert answer.status == 422 and answer.json()["errors"][0]["field"] == "description", answer.body
+    shown = "[/b] =1+1 '; drop table sales;--"
+    answer = http("POST", api + "/v1/reports", {"lat": -33.44, "lon": -70.65, "description": shown})
+    assert answer.status == 202, answer.body
+
+    def on_the_board() -> bool:
+        board = http("GET", live + "/v1/live")
+        return board.status == 200 and shown in {r["description"] for r in board.json()["reports"]}
+
+    wait_for(on_the_board, timeout=60, what="the report on /v1/live")
 
 
 def _airflow_requires_a_login(env: dict[str, str], up_output: str) -> None:
