@@ -38,6 +38,7 @@ from bench.stack import throwaway_stack
 from gremio import db, reports, sales_stats
 from gremio import kafka as gk
 from gremio import topics as t
+from gremio.records import Sale
 from gremio.settings import REPO_ROOT, get_settings
 from gremio.stack import airflow as af
 
@@ -104,13 +105,13 @@ def progress(what: str, done: int, total: int, started: float) -> None:
 def produce(n: int, carts: list[str], start: datetime) -> float:
     prod = gk.producer(None, **{"batch.size": 1_000_000})
     tracker = gk.DeliveryTracker()
-    headers = [("type", b"Sale")]
+    headers = gk.type_headers(Sale)
     started = time.monotonic()
     for i, values in enumerate(sales(n, carts, start)):
         while True:
             try:
-                prod.produce(
-                    t.SALES.name, to_json(values), values[1].encode(), headers=headers, on_delivery=tracker
+                gk.produce(
+                    prod, gk.Outgoing(t.SALES.name, values[1].encode(), to_json(values), headers), tracker
                 )
                 break
             except BufferError:

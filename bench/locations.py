@@ -93,9 +93,7 @@ def produce_positions(carts: list[str], steps: int) -> int:
         for i, plate in enumerate(carts):
             pos = walk(plate, i, step, start)
             partition = t.position_partition(plate, t.LOCATIONS.partitions)
-            batch.append(
-                (t.LOCATIONS.name, plate.encode(), pos.to_bytes(), [("type", b"CartPosition")], partition)
-            )
+            batch.append(gk.Outgoing.of(pos, t.LOCATIONS.name, plate, partition))
     gk.produce_all(prod, batch, timeout=120)
     return len(batch)
 

@@ -103,8 +103,8 @@ def expected_orders(sales: list[Sale]) -> int:
     return len(handle(sales, {}, Rules.from_settings(get_settings()), datetime.now(UTC)).opened)
 
 
-def sale_record(sale: Sale) -> tuple[str, bytes, bytes, list[tuple[str, bytes]], None]:
-    return (t.SALES.name, sale.plate.encode(), sale.to_bytes(), [("type", b"Sale")], None)
+def sale_record(sale: Sale) -> gk.Outgoing:
+    return gk.Outgoing.of(sale, t.SALES.name, sale.plate)
 
 
 # --- 1. throughput ----------------------------------------------------------------------------

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from gremio import topics as t
 from gremio.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from gremio.records import Record
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,47 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "compression.type": "lz4",
     "message.max.bytes": 8 * 1024 * 1024,
 }
+
+
+class Outgoing(NamedTuple):
+    """One record to produce; `partition` None means "by key".
+
+    The mirror of `gremio.runner.decode`: `of()` writes the record's JSON with its class name
+    in the `type` header, which is what `decode` reads back. Being a tuple, a hand-made
+    (topic, key, value, headers, partition) works too (the tests send poison that way).
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    partition: int | None = None
+
+    @classmethod
+    def of(cls, record: Record, topic: str, key: str | None, partition: int | None = None) -> Outgoing:
+        return cls(
+            topic,
+            None if key is None else key.encode("utf-8"),
+            record.to_bytes(),
+            type_headers(type(record)),
+            partition,
+        )
+
+
+def type_headers(model: type[Record]) -> list[tuple[str, bytes]]:
+    """The headers that name a record's type, as `gremio.runner.decode` reads them."""
+    return [("type", model.type_name.encode())]
+
+
+def produce(prod: Any, record: Outgoing, on_delivery: Any) -> None:
+    """Queue one record: by key unless its partition is fixed. BufferError goes to the caller."""
+    if record.partition is None:
+        prod.produce(record.topic, record.value, record.key, headers=record.headers, on_delivery=on_delivery)
+    else:
+        prod.produce(
+            record.topic, record.value, record.key,
+            partition=record.partition, headers=record.headers, on_delivery=on_delivery,
+        )  # fmt: skip
 
 
 def admin(settings: Settings | None = None) -> AdminClient:
@@ -162,7 +206,7 @@ def send_dead_letters(
         return
     produce_all(
         prod,
-        [(topic, msg.key(), msg.value() or b"", deadletter_headers(msg, why), None) for msg, why in poison],
+        [Outgoing(topic, msg.key(), msg.value() or b"", deadletter_headers(msg, why)) for msg, why in poison],
     )
     for msg, why in poison:
         log.warning("dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), why[:300])
@@ -193,20 +237,14 @@ class DeliveryTracker:
             raise KafkaException(self.errors[0])
 
 
-def produce_all(
-    prod: Producer,
-    records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]], int | None]],
-    timeout: float = 30.0,
-) -> list[Message]:
-    """Produce (topic, key, value, headers, partition) tuples and wait until all are acknowledged."""
+def produce_all(prod: Producer, records: Sequence[Outgoing | tuple], timeout: float = 30.0) -> list[Message]:
+    """Produce the records and wait until all are acknowledged (a full queue waits, not fails)."""
     tracker = DeliveryTracker()
-    for topic, key, value, headers, partition in records:
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers, "on_delivery": tracker}
-        if partition is not None:
-            kwargs["partition"] = partition
+    for record in records:
+        outgoing = Outgoing(*record)
         while True:
             try:
-                prod.produce(topic, **kwargs)
+                produce(prod, outgoing, tracker)
                 break
             except BufferError:
                 prod.poll(0.1)

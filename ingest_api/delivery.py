@@ -43,17 +43,6 @@ class ProducerLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One record to produce. `partition` None means "by key"."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    partition: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Delivered:
     topic: str
     partition: int
@@ -101,7 +90,7 @@ class Delivery:
 
     # --- sending ------------------------------------------------------------------------
 
-    def send(self, records: Sequence[Outgoing], timeout: float) -> list[Delivered]:
+    def send(self, records: Sequence[gk.Outgoing], timeout: float) -> list[Delivered]:
         """Produce every record, then wait (at most `timeout` s in all) until each is acknowledged.
 
         Raises NotDelivered if any record is refused or not acknowledged in time; the caller
@@ -115,11 +104,8 @@ class Delivery:
         pending: list[_Pending] = []
         for record in records:
             report = _Pending()
-            kwargs: dict[str, Any] = {"key": record.key, "headers": record.headers, "on_delivery": report}
-            if record.partition is not None:
-                kwargs["partition"] = record.partition
             try:
-                self.producer.produce(record.topic, record.value, **kwargs)
+                gk.produce(self.producer, record, report)
             except BufferError:
                 raise NotDelivered(
                     "queue_full", "the producer's queue is full: the broker is not keeping up"

@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
 
+from gremio.kafka import Outgoing
 from gremio.records import Record, request_id
 from gremio.settings import Settings
 from gremio.tokens import InvalidToken, token_plate
 from ingest_api import metrics
-from ingest_api.delivery import Delivered, Delivery, NotDelivered, Outgoing
+from ingest_api.delivery import Delivered, Delivery, NotDelivered
 from ingest_api.problems import (
     REASONS,
     ApiProblem,
@@ -173,13 +174,6 @@ def record_id(body: BaseModel, *scope: str) -> uuid.UUID:
 # --- delivery -----------------------------------------------------------------------------------------
 
 
-def outgoing(record: Record, topic: str, key: str, partition: int | None = None) -> Outgoing:
-    """The record as Kafka gets it: JSON value, its class name in the `type` header."""
-    return Outgoing(
-        topic, key.encode("utf-8"), record.to_bytes(), [("type", record.type_name.encode())], partition
-    )
-
-
 def deliver(records: Sequence[Outgoing]) -> list[Delivered]:
     """Produce and wait for every acknowledgement, or 503 with Retry-After."""
     api = state()
@@ -219,7 +213,7 @@ def accepted(payload: Any) -> Response:
 
 def accept_one(record: Record, topic: str, key: str, partition: int | None = None) -> Response:
     """Deliver one record and answer 202 with where it landed."""
-    (landed,) = deliver([outgoing(record, topic, key, partition)])
+    (landed,) = deliver([Outgoing.of(record, topic, key, partition)])
     return accepted(accepted_json(record.id, landed))  # type: ignore[attr-defined]
 
 

@@ -8,6 +8,7 @@ from flask import Blueprint, Response
 
 from gremio import records
 from gremio import topics as t
+from gremio.kafka import Outgoing
 from ingest_api import intake
 from ingest_api.problems import ApiProblem
 
@@ -48,7 +49,7 @@ def sync() -> Response:
         valid.append((index, records.sale(body, intake.record_id(body, plate, str(index)), received_at)))
     if not valid:
         raise ApiProblem(422, "no sale in the batch is valid", refused)
-    delivered = intake.deliver([intake.outgoing(sale, t.SALES.name, sale.plate) for _, sale in valid])
+    delivered = intake.deliver([Outgoing.of(sale, t.SALES.name, sale.plate) for _, sale in valid])
     for (index, sale), landed in zip(valid, delivered, strict=True):
         results[index] = intake.accepted_json(sale.id, landed)
     intake.count_item_rejections(len(batch.sales) - len(valid))

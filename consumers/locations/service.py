@@ -332,19 +332,18 @@ class LocationService(BaseService):
         gk.produce_all(
             self._producer,
             [
-                (
-                    self.locations_topic, p.plate.encode(), p.to_bytes(), [("type", b"CartPosition")],
-                    t.position_partition(p.plate, self._location_partitions),
+                gk.Outgoing.of(
+                    p, self.locations_topic, p.plate, t.position_partition(p.plate, self._location_partitions)
                 )
                 for p in positions
             ],
-        )  # fmt: skip
+        )
         POSITIONS.labels("forwarded").inc(len(positions))
 
     def _publish(self, raised: Sequence[Raised]) -> None:
         gk.produce_all(
             self._producer,
-            [(t.ALERTS.name, r.key.encode(), r.alert.to_bytes(), [("type", b"Alert")], None) for r in raised],
+            [gk.Outgoing.of(r.alert, t.ALERTS.name, r.key) for r in raised],
         )
 
     # --- periodic work ----------------------------------------------------------------------

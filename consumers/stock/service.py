@@ -32,7 +32,7 @@ from gremio import db
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.logs import setup_logging
-from gremio.records import Record, ReplenishmentOrder, Sale
+from gremio.records import Record, Sale
 from gremio.runner import BaseService, Envelope, run_service
 from gremio.settings import Settings, get_settings
 
@@ -89,7 +89,10 @@ class StockService(BaseService):
         applied = self.store.apply(sales, self.rules, datetime.now(UTC))
         self._crash_here("after_db_commit")
         if applied.unpublished:
-            gk.produce_all(self.producer, [_record(order) for order in applied.unpublished])
+            gk.produce_all(
+                self.producer,
+                [gk.Outgoing.of(order, t.REPLENISHMENTS.name, order.plate) for order in applied.unpublished],
+            )
             self._crash_here("after_produce")
             self.store.published([order.id for order in applied.unpublished])
         BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -130,12 +133,6 @@ class StockService(BaseService):
         if self.crash_point == point:
             log.warning("STOCK_TEST_CRASH_POINT=%s: killing this process now", point)
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _record(order: ReplenishmentOrder) -> tuple[str, bytes, bytes, list[tuple[str, bytes]], None]:
-    """The order as a `replenishments` record: keyed by plate, typed by header."""
-    headers = [("type", order.type_name.encode())]
-    return (t.REPLENISHMENTS.name, order.plate.encode(), order.to_bytes(), headers, None)
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ A refusal is fine: refusing is the models' job, and tests/unit/test_records.py s
 refusal. But whatever a model ACCEPTS, built into its record the way the API builds it,
 must then be processable by everything downstream:
 
-* on the wire: encoded by the API's own `intake.outgoing`, produced to a real broker (a
+* on the wire: encoded by `Outgoing.of` as the API encodes them, produced to a real broker (a
   topic of the test's own, so no other consumer sees it), consumed back and decoded by the
   drain's and the consumers' decoders into an equal record;
 * in PostgreSQL, through the code that puts it there: the DAGs' own KafkaDrainOperator
@@ -60,9 +60,9 @@ from gremio import db, membership, membership_report, reports, runner, sales_sta
 from gremio import kafka as gk
 from gremio import records as r
 from gremio import topics as t
+from gremio.kafka import Outgoing
 from gremio.safetext import screen
 from gremio.settings import REPO_ROOT, get_settings
-from ingest_api import intake
 from tests.support import make_topic
 
 M = TypeVar("M", bound=BaseModel)
@@ -319,9 +319,9 @@ def producer() -> Iterator[Producer]:
     prod.flush(10)
 
 
-def produce(prod: Producer, outgoing: list[intake.Outgoing]) -> list[Message]:
+def produce(prod: Producer, outgoing: list[Outgoing]) -> list[Message]:
     """The API's records as it produces them, acknowledged by the broker."""
-    return gk.produce_all(prod, [(o.topic, o.key, o.value, o.headers, o.partition) for o in outgoing])
+    return gk.produce_all(prod, outgoing)
 
 
 @dataclass
@@ -338,7 +338,7 @@ class Drain:
     topic: str
     producer: Producer
 
-    def land(self, outgoing: list[intake.Outgoing]) -> list[Message]:
+    def land(self, outgoing: list[Outgoing]) -> list[Message]:
         delivered = produce(self.producer, outgoing)
         start: dict[int, int] = {}
         todo: dict[int, int] = {}
@@ -520,7 +520,7 @@ def test_an_accepted_sale_is_processable(
         for _ in range(2)
     ]
     try:
-        msgs = sales_drain.land([intake.outgoing(s, sales_drain.topic, s.plate) for s in sales])
+        msgs = sales_drain.land([Outgoing.of(s, sales_drain.topic, s.plate) for s in sales])
         by_id = {s.id: s for s in sales}
         for msg in msgs:
             decoded_as_sent(msg, by_id[r.Sale.from_bytes(msg.value()).id])
@@ -620,7 +620,7 @@ def test_the_accepted_sales_of_a_batch_are_processable(sales_drain, plate, items
     if not accepted:
         return  # 422: no sale in the batch is valid
     try:
-        msgs = sales_drain.land([intake.outgoing(s, sales_drain.topic, s.plate) for s in accepted])
+        msgs = sales_drain.land([Outgoing.of(s, sales_drain.topic, s.plate) for s in accepted])
         by_id = {s.id: s for s in accepted}
         for msg in msgs:
             decoded_as_sent(msg, by_id[r.Sale.from_bytes(msg.value()).id])
@@ -697,7 +697,7 @@ def test_an_accepted_member_application_is_processable(
     partition = t.member_partition(app.premium)
     conn = members_drain.conn
     try:
-        [msg] = members_drain.land([intake.outgoing(app, members_drain.topic, app.rut, partition)])
+        [msg] = members_drain.land([Outgoing.of(app, members_drain.topic, app.rut, partition)])
         decoded_as_sent(msg, app)
         stored = conn.execute(
             "select first_name, last_name, rut, email, plate, premium, received_at, kafka_partition"
@@ -780,7 +780,7 @@ class Live:
     consumer: Consumer
     producer: Producer
 
-    def process(self, outgoing: intake.Outgoing) -> r.Record:
+    def process(self, outgoing: Outgoing) -> r.Record:
         """Produce as the API does, consume it back, decode and process it as the service does."""
         [delivered] = produce(self.producer, [outgoing])
         self.consumer.assign([TopicPartition(self.topic, delivered.partition(), delivered.offset())])
@@ -845,7 +845,7 @@ def test_an_accepted_fugitive_report_is_processable(live, description, plate, la
     alert = alert_id(report.id, "fugitive_report")
     try:
         processed = live.process(
-            intake.outgoing(report, live.topic, report.plate or str(report.id), t.FUGITIVE_PARTITION)
+            Outgoing.of(report, live.topic, report.plate or str(report.id), t.FUGITIVE_PARTITION)
         )
         assert processed == report
         conn = live.service.store.conn
@@ -880,7 +880,7 @@ def test_an_accepted_cart_position_is_processable(live, plate, lat, lon, recorde
     partition = t.position_partition(position.plate, t.LOCATIONS.partitions)
     alerts = [alert_id(position.id, kind) for kind in ("jump", "out_of_area", "unregistered_cart")]
     try:
-        assert live.process(intake.outgoing(position, live.topic, position.plate, partition)) == position
+        assert live.process(Outgoing.of(position, live.topic, position.plate, partition)) == position
         shown(board.render(live.service.view.snapshot(), ZoneInfo(get_settings().guild_timezone)))
     finally:
         live.delete([], alerts)
