@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from bench.stack import throwaway_stack
-from gremio import db, reports, sales_stats
+from gremio import db, guild_time, sales_daily_report, sales_stats
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import Sale
@@ -191,12 +191,12 @@ def stats_and_report() -> float:
         rows, totals = sales_stats.compute_day(conn, DAY)
         sales_stats.store_day(conn, DAY, rows, totals)
         stored, stored_totals = sales_stats.load_day(conn, DAY)
-    reports.write_daily(DAY, stored, stored_totals)
+    sales_daily_report.write_daily(DAY, stored, stored_totals)
     return time.monotonic() - started
 
 
 def bare_aggregate() -> float:
-    start, end = sales_stats.day_bounds(DAY, get_settings().guild_timezone)
+    start, end = guild_time.day_bounds(DAY, get_settings().guild_timezone)
     started = time.monotonic()
     with db.connect() as conn:
         conn.execute(
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     with throwaway_stack() as stack:
         os.environ.update(af.environment(get_settings(), stack.root / "airflow"))
         sys.path.insert(0, str(REPO_ROOT / "plugins"))
-        start = sales_stats.day_bounds(DAY, get_settings().guild_timezone)[0].astimezone(UTC)
+        start = guild_time.day_bounds(DAY, get_settings().guild_timezone)[0].astimezone(UTC)
         add_members(carts)
 
         print(f"producing {n:,} sales of {DAY} from {len(carts)} carts ...", flush=True)

@@ -73,10 +73,10 @@ def members_monthly():
         """Decide the month's pending regular applications; returns the month, YYYY-MM."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from gremio import membership
+        from gremio import guild_time, membership
 
-        month = membership.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"))
-        start, end = membership.month_bounds(month, TIMEZONE)
+        month = guild_time.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"))
+        start, end = guild_time.month_bounds(month, TIMEZONE)
         with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
             membership.decide_pending(
                 conn,
@@ -92,9 +92,9 @@ def members_monthly():
         """The month's list from what is recorded, each file written to a temporary name and renamed."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from gremio import membership, membership_report
+        from gremio import guild_time, membership, membership_report
 
-        when = membership.parse_month(month)
+        when = guild_time.parse_month(month)
         with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
             rows = membership.month_decisions(conn, when, TIMEZONE)
         return [str(p) for p in membership_report.write_monthly(when, rows)]

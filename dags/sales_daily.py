@@ -71,9 +71,9 @@ def sales_daily():
         """Every master's numbers for the day, stored in daily_master_stats."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from gremio import sales_stats
+        from gremio import guild_time, sales_stats
 
-        day = sales_stats.report_day(data_interval_start, TIMEZONE, (params or {}).get("day"))
+        day = guild_time.report_day(data_interval_start, TIMEZONE, (params or {}).get("day"))
         with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
             rows, totals = sales_stats.compute_day(conn, day)
             sales_stats.store_day(conn, day, rows, totals)
@@ -86,12 +86,12 @@ def sales_daily():
 
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-        from gremio import reports, sales_stats
+        from gremio import sales_daily_report, sales_stats
 
         when = date.fromisoformat(day)
         with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
             rows, totals = sales_stats.load_day(conn, when)
-        paths = reports.write_daily(when, rows, totals)
+        paths = sales_daily_report.write_daily(when, rows, totals)
         return [str(p) for p in paths]
 
     stats = compute_stats()

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from gremio.db import connect, query
+from gremio.guild_time import month_bounds, parse_month
 from gremio.records import now_utc
 from gremio.safetext import mask_rut, printable, screen
-from gremio.sales_stats import day_start
 from gremio.settings import get_settings
 from gremio.topics import MEMBERS_PREMIUM_PARTITION
 
@@ -172,31 +172,6 @@ def summary(decisions: list[Decision]) -> dict[str, Any]:
         "approved": [str(d.application.id) for d in decisions if d.approved],
         "rejected": {str(d.application.id): str(d.rejection) for d in decisions if not d.approved},
     }
-
-
-# --- months in the guild's time zone ------------------------------------------------------------------
-
-
-def parse_month(text: str) -> date:
-    """`2026-11` → 2026-11-01."""
-    try:
-        year, month = (int(part) for part in text.split("-"))
-        return date(year, month, 1)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a month: expected YYYY-MM, e.g. 2026-11") from None
-
-
-def month_bounds(month: date, timezone: str) -> tuple[datetime, datetime]:
-    """[start, end) of the month in the guild's zone (its first and next month's first instant)."""
-    following = date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    return day_start(month.replace(day=1), timezone), day_start(following, timezone)
-
-
-def report_month(data_interval_start: datetime, timezone: str, override: str | None = None) -> date:
-    """The month a members_monthly run decides: its data interval is that month, or `override`."""
-    if override:
-        return parse_month(override)
-    return data_interval_start.astimezone(ZoneInfo(timezone)).date().replace(day=1)
 
 
 # --- the database -----------------------------------------------------------------------------------

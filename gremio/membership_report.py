@@ -5,7 +5,7 @@ month's review) and the premium applications the fast-track decided in the month
 members with premium ones marked, then the rejections with their reasons. Both files are
 pure functions of those rows (no "generated at"; user text made safe by gremio.safetext, as in
 the daily report), written to a temporary name and renamed
-(`gremio.reports.write_atomic`), so re-running a month rewrites the same bytes.
+(`gremio.report_files.write_atomic`), so re-running a month rewrites the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gremio.membership import spanish_reason
-from gremio.reports import MONTHS, cl_int, csv_bytes, text_lines, write_atomic
+from gremio.report_files import MONTHS, cl_int, csv_bytes, text_lines, text_table, write_atomic
 from gremio.safetext import csv_cell
 from gremio.settings import Settings, get_settings
 
@@ -78,16 +78,6 @@ def render_csv(month: date, rows: Sequence[dict[str, Any]], timezone: str) -> by
             for r in rows
         ),
     )
-
-
-def text_table(headers: Sequence[str], table: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart, a rule under the headers."""
-    widths = [max(len(line[i]) for line in (headers, *table)) for i in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(headers), "  ".join("─" * w for w in widths), *(line(cells) for cells in table)]
 
 
 def render_txt(month: date, rows: Sequence[dict[str, Any]], timezone: str) -> bytes:

@@ -3,19 +3,19 @@
 The rules that are pure live here as functions (which day a run reports, the day's bounds
 in the guild's time zone, rounding, order, the frequent-clients text); the heavy lifting is
 one SQL query, `sql/queries/sales_daily_stats.sql`. Results go to `daily_master_stats`,
-from which `gremio.reports` writes the files.
+from which `gremio.sales_daily_report` writes the files.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from gremio.db import query
+from gremio.guild_time import day_bounds, window_start
 from gremio.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -72,36 +72,6 @@ class DayTotals:
 
 
 # --- pure rules -------------------------------------------------------------------------------
-
-
-def report_day(data_interval_start: datetime, timezone: str, override: str | None = None) -> date:
-    """The day a run reports: its data interval starts at 00:15 of that day in the guild's zone.
-
-    A run triggered with `{"day": "YYYY-MM-DD"}` reports that day instead.
-    """
-    if override:
-        return date.fromisoformat(override)
-    return data_interval_start.astimezone(ZoneInfo(timezone)).date()
-
-
-def day_start(day: date, timezone: str) -> datetime:
-    """The first instant of `day` in the guild's zone.
-
-    When the clocks jump at midnight (Chile's September change), 00:00 does not exist and
-    the day starts at the jump: zoneinfo reads a missing time with the offset in force
-    before it, which lands exactly there.
-    """
-    return datetime.combine(day, time(0), ZoneInfo(timezone))
-
-
-def day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
-    """[start, end) of the guild's day: 23, 24 or 25 hours long."""
-    return day_start(day, timezone), day_start(day + timedelta(days=1), timezone)
-
-
-def window_start(day: date, days: int, timezone: str) -> datetime:
-    """The start of the `days`-day window that ends with `day` (inclusive)."""
-    return day_start(day - timedelta(days=days - 1), timezone)
 
 
 def avg_units(units: int, clients: int) -> Decimal:

@@ -56,7 +56,7 @@ from consumers.locations.service import LocationService
 from consumers.locations.store import MEMBERS
 from consumers.locations.view import LiveView, Rules, alert_id
 from consumers.stock import rules as stock_rules
-from gremio import db, membership, membership_report, reports, runner, sales_stats
+from gremio import db, guild_time, membership, membership_report, runner, sales_daily_report, sales_stats
 from gremio import kafka as gk
 from gremio import records as r
 from gremio import topics as t
@@ -436,9 +436,9 @@ def check_daily_report(conn: Any, tmp_path: Path, chart: bool) -> list[sales_sta
     assert (loaded, loaded_totals) == (rows, totals)
     paths = {
         p.suffix: p
-        for p in reports.write_daily(day, loaded, loaded_totals, reports_settings(tmp_path), chart)
+        for p in sales_daily_report.write_daily(day, loaded, loaded_totals, reports_settings(tmp_path), chart)
     }
-    cells = csv_rows(paths[".csv"].read_bytes(), reports.CSV_COLUMNS, len(loaded))
+    cells = csv_rows(paths[".csv"].read_bytes(), sales_daily_report.CSV_COLUMNS, len(loaded))
     for cell, row in zip(cells, loaded, strict=True):
         assert same_cell(cell["name"], row.name)
         assert same_cell(cell["rut"], row.rut)
@@ -558,7 +558,7 @@ def test_an_accepted_sale_is_processable(
         # The daily report of the day so far, this cart's sales among them; rolled back after.
         with conn.transaction(force_rollback=True):
             rows = check_daily_report(conn, tmp_path, chart=False)
-        start, end = sales_stats.day_bounds(today(), get_settings().guild_timezone)
+        start, end = guild_time.day_bounds(today(), get_settings().guild_timezone)
         if start <= sale.sold_at < end:
             mine = [row for row in rows if sale.plate in row.plate.split(";")]
             assert mine, f"cart {sale.plate} is missing from the daily report"
@@ -731,7 +731,7 @@ def check_screens_and_reports(conn: Any, tmp_path: Path, app: r.MemberApplicatio
 
     # `gremio applications` and `gremio members`.
     month = today().replace(day=1)
-    start, end = membership.month_bounds(month, tz)
+    start, end = guild_time.month_bounds(month, tz)
     listed = conn.execute(
         db.query("members_applications_list"),
         {"status": None, "month_start": start, "month_end": end, "limit": 200},

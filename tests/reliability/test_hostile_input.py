@@ -28,7 +28,7 @@ from rich.console import Console
 from stdnum.cl import rut as stdnum_rut
 
 from consumers.locations import board
-from gremio import db, membership, reports, sales_stats
+from gremio import db, membership, sales_daily_report, sales_stats
 from gremio import topics as t
 from gremio.records import Sale
 from gremio.settings import get_settings
@@ -243,7 +243,9 @@ def test_hostile_text_is_refused_at_the_door_or_processed_by_every_part(services
     day = datetime.now(tz).date()
     with db.connect() as conn:
         rows, totals = sales_stats.compute_day(conn, day, settings)
-    written = reports.write_daily(day, rows, totals, settings.model_copy(update={"reports_dir": tmp_path}))
+    written = sales_daily_report.write_daily(
+        day, rows, totals, settings.model_copy(update={"reports_dir": tmp_path})
+    )
     by_ext = {path.suffix: path for path in written}
     table = list(csv.DictReader(io.StringIO(by_ext[".csv"].read_text("utf-8"), newline="")))
     ours = {row["plate"]: row for row in table if row["plate"] in masters}

@@ -14,10 +14,7 @@ from gremio.membership import (
     Registry,
     Rejection,
     decide,
-    month_bounds,
-    parse_month,
     premium_notice,
-    report_month,
     spanish_reason,
     summary,
 )
@@ -140,33 +137,6 @@ def test_reasons_in_spanish_for_the_staff():
 
 
 # --- months -------------------------------------------------------------------------------------
-
-
-def test_month_bounds_are_santiago_midnights():
-    start, end = month_bounds(date(2026, 11, 1), "America/Santiago")
-    assert start == datetime(2026, 11, 1, 3, 0, tzinfo=UTC)  # summer time, UTC-3
-    assert end == datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
-    assert month_bounds(date(2026, 12, 1), "America/Santiago")[1] == datetime(2027, 1, 1, 3, tzinfo=UTC)
-
-
-def test_a_month_whose_first_midnight_does_not_exist_starts_at_the_jump():
-    # 2024-09-01 was the first Sunday of September: clocks went from 00:00 to 01:00.
-    start, _ = month_bounds(date(2024, 9, 1), "America/Santiago")
-    assert start == datetime(2024, 9, 1, 4, 0, tzinfo=UTC)
-    _, august_end = month_bounds(date(2024, 8, 1), "America/Santiago")
-    assert august_end == start
-
-
-def test_the_run_reports_its_data_interval_month_unless_told_otherwise():
-    interval_start = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)  # 2026-11-01 00:00 in Santiago
-    assert report_month(interval_start, "America/Santiago") == date(2026, 11, 1)
-    assert report_month(interval_start, "America/Santiago", "2025-02") == date(2025, 2, 1)
-
-
-@pytest.mark.parametrize("text", ["2026-13", "2026", "noviembre", "2026-11-01"])
-def test_a_month_must_be_year_dash_month(text):
-    with pytest.raises(ValueError, match="YYYY-MM"):
-        parse_month(text)
 
 
 # --- the watcher's apply_function ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The daily report files (gremio.reports): their exact shape and their stability."""
+"""The daily report files (gremio.sales_daily_report): their exact shape and their stability."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from datetime import date
 from decimal import Decimal
 
-from gremio import reports
+from gremio import sales_daily_report
 from gremio.sales_stats import UNREGISTERED, DayTotals, FrequentClient, MasterDay
 from gremio.settings import Settings
 
@@ -21,7 +21,7 @@ TOTALS = DayTotals(5, 1239, 3)
 
 
 def test_csv_has_the_contract_columns_and_quotes_only_when_needed():
-    assert reports.render_csv(ROWS).decode() == (
+    assert sales_daily_report.render_csv(ROWS).decode() == (
         "day,rut,name,plate,sales_count,units_sold,clients,avg_units_per_client,frequent_clients\n"
         "2026-11-28,12345678-5,Juana Pérez,BBCL12,3,1234,2,617.00,ana:3\n"
         "2026-11-28,unregistered,unregistered,AB1234;ZZ9999,2,5,2,2.50,\n"
@@ -30,7 +30,7 @@ def test_csv_has_the_contract_columns_and_quotes_only_when_needed():
 
 
 def test_json_carries_the_same_rows_with_structured_frequent_clients():
-    doc = json.loads(reports.render_json(DAY, ROWS, TOTALS, TZ))
+    doc = json.loads(sales_daily_report.render_json(DAY, ROWS, TOTALS, TZ))
     assert doc["day"] == "2026-11-28"
     assert doc["timezone"] == TZ
     assert [m["rut"] for m in doc["masters"]] == ["12345678-5", UNREGISTERED, "7654321-6"]
@@ -45,7 +45,7 @@ def test_json_carries_the_same_rows_with_structured_frequent_clients():
 
 
 def test_txt_is_a_readable_aligned_table_with_totals_and_the_top_masters():
-    text = reports.render_txt(DAY, ROWS, TOTALS, TZ).decode()
+    text = sales_daily_report.render_txt(DAY, ROWS, TOTALS, TZ).decode()
     lines = text.splitlines()
     assert lines[0] == "GREMIO DE SOPAIPILLEROS · Ventas del día"
     assert lines[1].startswith("Sábado 28 de noviembre de 2026 (2026-11-28")
@@ -70,54 +70,54 @@ def test_txt_is_a_readable_aligned_table_with_totals_and_the_top_masters():
 
 
 def test_a_day_without_sales_still_reads_well():
-    text = reports.render_txt(DAY, [ROWS[2]], DayTotals(0, 0, 0), TZ).decode()
+    text = sales_daily_report.render_txt(DAY, [ROWS[2]], DayTotals(0, 0, 0), TZ).decode()
     assert "Ningún maestro registró ventas este día." in text
     assert "Maestros con ventas: 0 de 1" in text
 
 
 def test_chilean_number_formats():
-    assert reports.cl_int(1234567) == "1.234.567"
-    assert reports.cl_dec(Decimal("1234.5")) == "1.234,50"
-    assert reports.spanish_date(date(2026, 9, 16)) == "miércoles 16 de septiembre de 2026"
+    assert sales_daily_report.cl_int(1234567) == "1.234.567"
+    assert sales_daily_report.cl_dec(Decimal("1234.5")) == "1.234,50"
+    assert sales_daily_report.spanish_date(date(2026, 9, 16)) == "miércoles 16 de septiembre de 2026"
 
 
 def test_every_renderer_gives_the_same_bytes_twice():
     for render in (
-        lambda: reports.render_csv(ROWS),
-        lambda: reports.render_json(DAY, ROWS, TOTALS, TZ),
-        lambda: reports.render_txt(DAY, ROWS, TOTALS, TZ),
-        lambda: reports.render_png(DAY, ROWS),
+        lambda: sales_daily_report.render_csv(ROWS),
+        lambda: sales_daily_report.render_json(DAY, ROWS, TOTALS, TZ),
+        lambda: sales_daily_report.render_txt(DAY, ROWS, TOTALS, TZ),
+        lambda: sales_daily_report.render_png(DAY, ROWS),
     ):
         assert render() == render()
 
 
 def test_the_chart_is_a_png():
-    assert reports.render_png(DAY, ROWS).startswith(b"\x89PNG\r\n\x1a\n")
+    assert sales_daily_report.render_png(DAY, ROWS).startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_files_are_written_whole_and_leave_no_temporary_files(tmp_path):
     settings = Settings(reports_dir=tmp_path)
-    paths = reports.write_daily(DAY, ROWS, TOTALS, settings)
+    paths = sales_daily_report.write_daily(DAY, ROWS, TOTALS, settings)
     assert sorted(p.name for p in (tmp_path / "daily").iterdir()) == [
         "2026-11-28.csv",
         "2026-11-28.json",
         "2026-11-28.png",
         "2026-11-28.txt",
     ]
-    assert paths[0].read_bytes() == reports.render_csv(ROWS)
+    assert paths[0].read_bytes() == sales_daily_report.render_csv(ROWS)
     before = {p.name: p.read_bytes() for p in paths}
-    reports.write_daily(DAY, ROWS, TOTALS, settings)
+    sales_daily_report.write_daily(DAY, ROWS, TOTALS, settings)
     assert {p.name: p.read_bytes() for p in paths} == before
 
 
 def test_without_matplotlib_the_chart_is_skipped_and_the_rest_written(tmp_path, monkeypatch):
-    real_find_spec = reports.importlib.util.find_spec
+    real_find_spec = sales_daily_report.importlib.util.find_spec
     monkeypatch.setattr(
-        reports.importlib.util,
+        sales_daily_report.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a),
     )
-    paths = reports.write_daily(DAY, ROWS, TOTALS, Settings(reports_dir=tmp_path))
+    paths = sales_daily_report.write_daily(DAY, ROWS, TOTALS, Settings(reports_dir=tmp_path))
     assert sorted(p.suffix for p in paths) == [".csv", ".json", ".txt"]
 
 
@@ -137,8 +137,8 @@ def test_csv_text_cells_that_could_start_a_formula_are_prefixed_and_numbers_stay
     import csv
     import io
 
-    rows = list(csv.reader(io.StringIO(reports.render_csv(hostile_rows()).decode(), newline="")))
-    assert rows[0] == list(reports.CSV_COLUMNS)
+    rows = list(csv.reader(io.StringIO(sales_daily_report.render_csv(hostile_rows()).decode(), newline="")))
+    assert rows[0] == list(sales_daily_report.CSV_COLUMNS)
     for text, row in zip(HOSTILE, rows[1:], strict=True):
         assert row[2] == "'" + text  # name
         assert row[8] == f"'{text}:2"  # frequent_clients
@@ -147,12 +147,12 @@ def test_csv_text_cells_that_could_start_a_formula_are_prefixed_and_numbers_stay
 
 
 def test_csv_with_hostile_text_gives_the_same_bytes_twice():
-    assert reports.render_csv(hostile_rows()) == reports.render_csv(hostile_rows())
+    assert sales_daily_report.render_csv(hostile_rows()) == sales_daily_report.render_csv(hostile_rows())
 
 
 def test_csv_leaves_ordinary_text_alone():
     row = MasterDay(DAY, "1-9", "María-José 'Pepa'", "BBCL12", 1, 1, 1, (FrequentClient("don-pepe", 2, 2),))
-    assert reports.render_csv([row]).decode().splitlines()[1] == (
+    assert sales_daily_report.render_csv([row]).decode().splitlines()[1] == (
         "2026-11-28,1-9,María-José 'Pepa',BBCL12,1,1,1,1.00,don-pepe:2"
     )
 
@@ -162,7 +162,7 @@ def test_txt_shows_no_control_characters_and_keeps_its_columns():
         MasterDay(DAY, "12345678-5", "Ana\x1b[2J\u202eX", "BBCL12", 3, 9, 1, (FrequentClient("a\nb", 2, 2),)),
         MasterDay(DAY, "7654321-6", "Normal Name", "CD5678", 1, 1, 1),
     ]
-    text = reports.render_txt(DAY, rows, DayTotals(4, 10, 2), TZ).decode()
+    text = sales_daily_report.render_txt(DAY, rows, DayTotals(4, 10, 2), TZ).decode()
     assert not any(ord(ch) < 0x20 and ch != "\n" for ch in text)
     assert "\x1b" not in text and "\u202e" not in text and "\x7f" not in text
     assert "Ana\ufffd[2J\ufffdX" in text
@@ -172,20 +172,20 @@ def test_txt_shows_no_control_characters_and_keeps_its_columns():
     ana = next(line for line in lines if line.startswith("Ana"))
     normal = next(line for line in lines if line.startswith("Normal Name"))
     assert ana.index("12345678-5") == normal.index("7654321-6") == header.index("RUT")
-    assert reports.render_txt(DAY, rows, DayTotals(4, 10, 2), TZ) == reports.render_txt(
+    assert sales_daily_report.render_txt(DAY, rows, DayTotals(4, 10, 2), TZ) == sales_daily_report.render_txt(
         DAY, rows, DayTotals(4, 10, 2), TZ
     )
 
 
 def test_the_chart_takes_hostile_names():
     rows = [MasterDay(DAY, "12345678-5", "$\\frac{1}{$ \x1b", "BBCL12", 1, 2, 1)]
-    assert reports.render_png(DAY, rows).startswith(b"\x89PNG")
+    assert sales_daily_report.render_png(DAY, rows).startswith(b"\x89PNG")
 
 
 def test_the_chart_draws_names_its_font_lacks_as_boxes_without_a_warning():
     # pytest turns warnings into errors here: a missing glyph must not fail the daily run.
     rows = [MasterDay(DAY, "12345678-5", "Zoë 🥟🇨🇱 مرحبا 漢字", "BBCL12", 1, 2, 1)]
-    assert reports.render_png(DAY, rows).startswith(b"\x89PNG")
+    assert sales_daily_report.render_png(DAY, rows).startswith(b"\x89PNG")
 
 
 def test_the_chart_draws_scripts_matplotlib_cannot_shape_without_a_warning():
@@ -193,12 +193,12 @@ def test_the_chart_draws_scripts_matplotlib_cannot_shape_without_a_warning():
     # support Devanagari natively." to the missing glyph's warning (found by
     # tests/integration/test_hostile_properties.py with a master named "नमस्ते").
     rows = [MasterDay(DAY, "12345678-5", "नमस्ते সুমি தமிழ்", "BBCL12", 1, 2, 1)]
-    assert reports.render_png(DAY, rows).startswith(b"\x89PNG")
+    assert sales_daily_report.render_png(DAY, rows).startswith(b"\x89PNG")
 
 
 def test_chart_labels_are_cut_to_fit_and_keep_a_literal_dollar():
     longest = MasterDay(DAY, "12345678-5", "x" * 80 + " " + "y" * 80, "BBCL12", 1, 2, 1)
-    label = reports._chart_label(longest)
+    label = sales_daily_report._chart_label(longest)
     assert label == "x" * 39 + "… (BBCL12)"
-    assert reports._chart_label(MasterDay(DAY, "1-9", "$5", "BBCL12", 1, 1, 1)) == r"\$5 (BBCL12)"
-    assert reports.render_png(DAY, [longest]).startswith(b"\x89PNG")  # no tight-layout warning
+    assert sales_daily_report._chart_label(MasterDay(DAY, "1-9", "$5", "BBCL12", 1, 1, 1)) == r"\$5 (BBCL12)"
+    assert sales_daily_report.render_png(DAY, [longest]).startswith(b"\x89PNG")  # no tight-layout warning

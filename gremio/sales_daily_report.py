@@ -9,19 +9,16 @@ reader never sees half a report.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 
+from gremio.report_files import cl_dec, cl_int, csv_bytes, spanish_date, text_lines, write_atomic
 from gremio.safetext import csv_cell, printable
 from gremio.sales_stats import UNREGISTERED, DayTotals, MasterDay
 from gremio.settings import Settings, get_settings
@@ -40,31 +37,9 @@ CSV_COLUMNS = (
     "frequent_clients",
 )
 
-WEEKDAYS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
-MONTHS = (
-    "enero", "febrero", "marzo", "abril", "mayo", "junio",
-    "julio", "agosto", "septiembre", "octubre", "noviembre", "diciembre",
-)  # fmt: skip
 TOP_MASTERS = 3
 CHART_MAX_BARS = 40
 CHART_NAME_CHARS = 40
-
-
-def write_atomic(path: Path, content: bytes) -> Path:
-    """Write `content` to a temporary file beside `path`, flush it to disk, rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def daily_dir(reports_dir: Path) -> Path:
@@ -90,24 +65,6 @@ def write_daily(
 
 
 # --- CSV and JSON: for machines ----------------------------------------------------------------
-
-
-def csv_bytes(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:
-    """A CSV file: a header line, then the rows; LF line ends, minimal quoting, UTF-8.
-
-    The csv module quotes a cell only for the characters of its own line terminator, so with
-    LF line ends a CR inside a cell would go unquoted and split the row for most readers:
-    each row is written with CRLF (so CR and LF in cells are quoted), then ends in LF.
-    """
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    lines = []
-    for row in (columns, *rows):
-        writer.writerow(row)
-        lines.append(out.getvalue().removesuffix("\r\n"))
-        out.seek(0)
-        out.truncate()
-    return "".join(line + "\n" for line in lines).encode("utf-8")
 
 
 def render_csv(rows: list[MasterDay]) -> bytes:
@@ -163,22 +120,6 @@ def render_json(day: date, rows: list[MasterDay], totals: DayTotals, timezone: s
 
 
 # --- TXT: for the guild's staff ----------------------------------------------------------------
-
-
-def spanish_date(day: date) -> str:
-    """`sábado 28 de noviembre de 2026`, without depending on the machine's locale."""
-    return f"{WEEKDAYS[day.weekday()]} {day.day} de {MONTHS[day.month - 1]} de {day.year}"
-
-
-def cl_int(n: int) -> str:
-    """Chilean thousands: 12.345."""
-    return f"{n:,}".replace(",", ".")
-
-
-def cl_dec(d: Decimal) -> str:
-    """Chilean decimals: 1.234,50."""
-    whole, _, cents = f"{d:,.2f}".partition(".")
-    return f"{whole.replace(',', '.')},{cents}"
 
 
 def _display_name(r: MasterDay) -> str:
@@ -275,13 +216,6 @@ def render_txt(
         "",
     ]
     return text_lines(out)
-
-
-def text_lines(lines: list[str]) -> bytes:
-    """A text report's lines as UTF-8, each through `printable`: no control character or
-    invisible format character from a name or a client reaches the file (U+FFFD instead,
-    one for one, so the columns stay aligned)."""
-    return "\n".join(printable(line) for line in lines).encode("utf-8")
 
 
 def _can_draw() -> bool:
