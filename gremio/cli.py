@@ -90,19 +90,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_flag(args: argparse.Namespace) -> int:
-    from gremio.membership import flag_rut
+    from gremio.members_cli import flag_rut
 
     return flag_rut(args.rut, args.reason, remove=args.remove)
 
 
 def cmd_applications(args: argparse.Namespace) -> int:
-    from gremio.membership import print_applications
+    from gremio.members_cli import print_applications
 
     return print_applications(status=args.status, month=args.month, limit=args.limit)
 
 
 def cmd_members(args: argparse.Namespace) -> int:
-    from gremio.membership import print_members
+    from gremio.members_cli import print_members
 
     return print_members()
 

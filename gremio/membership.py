@@ -1,4 +1,4 @@
-"""Joining the guild (DESIGN §5, membership): the rules, the decisions, and the `gremio` commands.
+"""Joining the guild (DESIGN §5, membership): the rules and the decisions.
 
 An application is approved unless its RUT is already a member, its plate belongs to another
 member, its RUT is flagged in `background_flags` (antecedentes), or an earlier pending
@@ -22,26 +22,24 @@ it by its dotted path.
 from __future__ import annotations
 
 import logging
-import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
-from gremio.db import connect, query
-from gremio.guild_time import month_bounds, parse_month
-from gremio.records import now_utc
-from gremio.safetext import mask_rut, printable, screen
-from gremio.settings import get_settings
+from psycopg.rows import dict_row
+
+from gremio.db import query
+from gremio.guild_time import month_bounds
+from gremio.records import MemberApplication, now_utc
+from gremio.safetext import mask_rut
 from gremio.topics import MEMBERS_PREMIUM_PARTITION
 
 if TYPE_CHECKING:
     import psycopg
     from confluent_kafka import Message
-    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -82,30 +80,14 @@ def spanish_reason(reason: str | None) -> str:
         return reason
 
 
-@dataclass(frozen=True)
-class Application:
-    id: uuid.UUID
-    first_name: str
-    last_name: str
-    rut: str
-    email: str
-    plate: str
-    premium: bool
-    received_at: datetime
-
-    @property
-    def order(self) -> tuple[datetime, uuid.UUID]:
-        """Received order; the id breaks ties (PostgreSQL orders uuids the same way)."""
-        return (self.received_at, self.id)
-
-    @property
-    def name(self) -> str:
-        return f"{self.first_name} {self.last_name}"
+def received_order(app: MemberApplication) -> tuple[datetime, uuid.UUID]:
+    """Received order; the id breaks ties (PostgreSQL orders uuids the same way)."""
+    return (app.received_at, app.id)
 
 
 @dataclass(frozen=True)
 class Decision:
-    application: Application
+    application: MemberApplication
     rejection: Rejection | None = None
 
     @property
@@ -133,7 +115,9 @@ class Registry:
 # --- the rules (pure) ---------------------------------------------------------------------------
 
 
-def rejection(app: Application, registry: Registry, plate_owners: Mapping[str, str]) -> Rejection | None:
+def rejection(
+    app: MemberApplication, registry: Registry, plate_owners: Mapping[str, str]
+) -> Rejection | None:
     """The first rule that rejects `app`, or None: it is approved."""
     if app.rut in registry.members:
         return Rejection.ALREADY_MEMBER
@@ -142,12 +126,12 @@ def rejection(app: Application, registry: Registry, plate_owners: Mapping[str, s
         return Rejection.PLATE_TAKEN
     if app.rut in registry.flagged:
         return Rejection.FLAGGED
-    if any(order < app.order for order in registry.pending.get(app.rut, ())):
+    if any(order < received_order(app) for order in registry.pending.get(app.rut, ())):
         return Rejection.EARLIER_PENDING
     return None
 
 
-def decide(applications: Iterable[Application], registry: Registry) -> list[Decision]:
+def decide(applications: Iterable[MemberApplication], registry: Registry) -> list[Decision]:
     """Decide `applications` in received order; `registry` is updated as each is decided.
 
     An application stops being pending once decided, and an approval makes a member at
@@ -156,8 +140,8 @@ def decide(applications: Iterable[Application], registry: Registry) -> list[Deci
     """
     plate_owners = registry.plate_owners
     decisions: list[Decision] = []
-    for app in sorted(applications, key=lambda a: a.order):
-        registry.pending.get(app.rut, set()).discard(app.order)
+    for app in sorted(applications, key=received_order):
+        registry.pending.get(app.rut, set()).discard(received_order(app))
         reason = rejection(app, registry, plate_owners)
         if reason is None:
             registry.members[app.rut] = app.plate
@@ -177,7 +161,7 @@ def summary(decisions: list[Decision]) -> dict[str, Any]:
 # --- the database -----------------------------------------------------------------------------------
 
 
-def load_registry(conn: psycopg.Connection, applications: list[Application]) -> Registry:
+def load_registry(conn: psycopg.Connection, applications: list[MemberApplication]) -> Registry:
     """Members holding the applicants' RUTs or plates, their flags, their undecided applications."""
     params = {
         "ruts": sorted({a.rut for a in applications}),
@@ -210,11 +194,16 @@ def decide_pending(
     """
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (DECISION_LOCK,))
-        rows = conn.execute(
-            query("members_pending"),
-            {"premium": premium, "received_from": received_from, "received_until": received_until},
-        ).fetchall()
-        applications = [Application(*row) for row in rows]
+        rows = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                query("members_pending"),
+                {"premium": premium, "received_from": received_from, "received_until": received_until},
+            )
+            .fetchall()
+        )
+        # Stored rows were validated at the API; the rules trust the system of record as it is.
+        applications = [MemberApplication.model_construct(**row) for row in rows]
         if not applications:
             return []
         decisions = decide(applications, load_registry(conn, applications))
@@ -278,136 +267,3 @@ def premium_notice(message: Message) -> dict[str, Any] | None:
     if message.error() is not None or message.partition() != MEMBERS_PREMIUM_PARTITION:
         return None
     return {"topic": message.topic(), "partition": message.partition(), "offset": message.offset()}
-
-
-# --- the `gremio` commands ----------------------------------------------------------------------------
-
-
-def flag_rut(rut: str, reason: str, remove: bool = False) -> int:
-    """`gremio flag RUT --reason ... [--remove]`: antecedentes that reject the RUT's applications."""
-    from gremio.records import normalize_rut
-
-    try:
-        rut = normalize_rut(rut)
-    except ValueError as exc:
-        print(f"gremio flag: {exc}", file=sys.stderr)
-        return 2
-    reason = " ".join(reason.split())
-    if not remove and not reason:
-        print("gremio flag: --reason must say why", file=sys.stderr)
-        return 2
-    if reason != printable(reason):
-        print("gremio flag: --reason must be plain text (no control characters)", file=sys.stderr)
-        return 2
-    with connect() as conn:
-        if remove:
-            gone = conn.execute(
-                "delete from background_flags where rut = %s returning rut", (rut,)
-            ).fetchone()
-            print(f"{rut}: flag lifted" if gone else f"{rut}: was not flagged")
-            return 0
-        conn.execute(query("members_flag"), {"rut": rut, "reason": reason})
-        member = conn.execute("select plate from members where rut = %s", (rut,)).fetchone()
-        pending = conn.execute(
-            "select count(*) from member_applications where rut = %s and status = 'pending'", (rut,)
-        ).fetchone()[0]
-    print(f"{rut}: flagged ({reason}); {pending} pending application(s) will be rejected when decided")
-    if member:
-        print(f"note: {rut} is already a member (cart {member[0]}); a flag does not undo a membership")
-    return 0
-
-
-def print_applications(status: str | None = None, month: str | None = None, limit: int = 200) -> int:
-    """`gremio applications`: the applications, newest last, with their status and reason."""
-    settings = get_settings()
-    params: dict[str, Any] = {
-        "status": status,
-        "month_start": None,
-        "month_end": None,
-        "limit": limit or None,
-    }
-    if month:
-        try:
-            params["month_start"], params["month_end"] = month_bounds(
-                parse_month(month), settings.guild_timezone
-            )
-        except ValueError as exc:
-            print(f"gremio applications: {exc}", file=sys.stderr)
-            return 2
-    with connect() as conn:
-        rows = conn.execute(query("members_applications_list"), params).fetchall()
-    if not rows:
-        print("no applications" + (" match" if status or month else " yet"))
-        return 0
-    title = "Applications" + (f" received in {month}" if month else "") + (f", {status}" if status else "")
-    _console().print(applications_table(rows, settings.guild_timezone, title))
-    return 0
-
-
-def applications_table(rows: Sequence[Sequence[Any]], timezone: str, title: str = "Applications") -> Table:
-    """The rows of `members_applications_list` as a rich table.
-
-    Applicants' text goes in as `Text` (gremio.safetext.screen): never parsed as markup, and
-    without control characters.
-    """
-    from rich.table import Table
-
-    tz = ZoneInfo(timezone)
-    table = Table(title=screen(f"{title} ({len(rows)}; times in {timezone})"))
-    for column in ("received", "lane", "RUT", "name", "plate", "status", "reason", "decided"):
-        table.add_column(column, no_wrap=column not in ("name", "reason"))
-    styles = {"approved": "green", "rejected": "red", "pending": "yellow"}
-    for received_at, premium, rut, name, plate, state, reason, decided_at in rows:
-        table.add_row(
-            _local(received_at, tz),
-            "premium" if premium else "regular",
-            screen(rut),
-            screen(name),
-            screen(plate),
-            screen(state, styles.get(state, "")),
-            screen(reason or ""),
-            _local(decided_at, tz),
-        )
-    return table
-
-
-def print_members() -> int:
-    """`gremio members`: the guild's members, oldest first."""
-    settings = get_settings()
-    with connect() as conn:
-        rows = conn.execute(query("members_list")).fetchall()
-    _console().print(members_table(rows, settings.guild_timezone))
-    return 0
-
-
-def members_table(rows: Sequence[Sequence[Any]], timezone: str) -> Table:
-    """The rows of `members_list` as a rich table; members' text as `Text`, as above."""
-    from rich.table import Table
-
-    tz = ZoneInfo(timezone)
-    premium = sum(1 for row in rows if row[4])
-    table = Table(title=f"Members ({len(rows)}, {premium} premium; times in {timezone})")
-    for column in ("approved", "RUT", "name", "plate", "lane", "email"):
-        table.add_column(column, no_wrap=column != "name")
-    for approved_at, rut, name, plate, is_premium, email in rows:
-        table.add_row(
-            _local(approved_at, tz),
-            screen(rut),
-            screen(name),
-            screen(plate),
-            "premium" if is_premium else "regular",
-            screen(email),
-        )
-    return table
-
-
-def _local(moment: datetime | None, tz: ZoneInfo) -> str:
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M") if moment else ""
-
-
-def _console():
-    from rich.console import Console
-
-    # Piped into a file or another program: the whole table, not cut to 80 columns.
-    console = Console()
-    return console if console.is_terminal else Console(width=200)

@@ -56,7 +56,16 @@ from consumers.locations.service import LocationService
 from consumers.locations.store import MEMBERS
 from consumers.locations.view import LiveView, Rules, alert_id
 from consumers.stock import rules as stock_rules
-from gremio import db, guild_time, membership, membership_report, runner, sales_daily_report, sales_stats
+from gremio import (
+    db,
+    guild_time,
+    members_cli,
+    membership,
+    membership_report,
+    runner,
+    sales_daily_report,
+    sales_stats,
+)
 from gremio import kafka as gk
 from gremio import records as r
 from gremio import topics as t
@@ -736,8 +745,8 @@ def check_screens_and_reports(conn: Any, tmp_path: Path, app: r.MemberApplicatio
         db.query("members_applications_list"),
         {"status": None, "month_start": start, "month_end": end, "limit": 200},
     ).fetchall()
-    shown(membership.applications_table(listed, tz, "Applications"))
-    shown(membership.members_table(conn.execute(db.query("members_list")).fetchall(), tz))
+    shown(members_cli.applications_table(listed, tz, "Applications"))
+    shown(members_cli.members_table(conn.execute(db.query("members_list")).fetchall(), tz))
 
     # The monthly members report.
     rows = membership.month_decisions(conn, month, tz)

@@ -28,7 +28,7 @@ from rich.console import Console
 from stdnum.cl import rut as stdnum_rut
 
 from consumers.locations import board
-from gremio import db, membership, sales_daily_report, sales_stats
+from gremio import db, members_cli, membership, sales_daily_report, sales_stats
 from gremio import topics as t
 from gremio.records import Sale
 from gremio.settings import get_settings
@@ -233,8 +233,8 @@ def test_hostile_text_is_refused_at_the_door_or_processed_by_every_part(services
             db.query("members_applications_list"),
             {"status": None, "month_start": None, "month_end": None, "limit": None},
         ).fetchall()
-    for table in (membership.members_table(rows, settings.guild_timezone),
-                  membership.applications_table(apps, settings.guild_timezone)):  # fmt: skip
+    for table in (members_cli.members_table(rows, settings.guild_timezone),
+                  members_cli.applications_table(apps, settings.guild_timezone)):  # fmt: skip
         out = io.StringIO()
         Console(file=out, width=400, color_system=None).print(table)
         assert controls(out.getvalue()) == []

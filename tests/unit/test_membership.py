@@ -10,25 +10,32 @@ import pytest
 
 from gremio import membership_report
 from gremio.membership import (
-    Application,
     Registry,
     Rejection,
     decide,
     premium_notice,
+    received_order,
     spanish_reason,
     summary,
 )
+from gremio.records import MemberApplication
 
 SCL = ZoneInfo("America/Santiago")
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=SCL)
 
 
-def app(rut: str, plate: str, minutes: int = 0, premium: bool = False, n: int | None = None) -> Application:
-    """An application received `minutes` after T0; `n` fixes its id (ties are broken by id)."""
+def app(
+    rut: str, plate: str, minutes: int = 0, premium: bool = False, n: int | None = None
+) -> MemberApplication:
+    """An application received `minutes` after T0; `n` fixes its id (ties are broken by id).
+
+    Built as the rules get it from the database (`model_construct`): the rules do not
+    validate, so short made-up RUTs and plates keep the cases readable."""
     ident = uuid.UUID(int=n) if n is not None else uuid.uuid4()
-    return Application(
-        ident, "Ana", f"Pérez {rut}", rut, "ana@example.cl", plate, premium, T0 + timedelta(minutes=minutes)
-    )
+    return MemberApplication.model_construct(
+        id=ident, first_name="Ana", last_name=f"Pérez {rut}", rut=rut, email="ana@example.cl",
+        plate=plate, premium=premium, received_at=T0 + timedelta(minutes=minutes),
+    )  # fmt: skip
 
 
 def outcome(decisions) -> list[tuple[str, Rejection | None]]:
@@ -92,7 +99,7 @@ def test_a_later_pending_application_does_not_block_an_earlier_one():
 
 def test_duplicates_in_one_batch_the_first_received_wins():
     first, second = app("1-9", "BBCL12", 5), app("1-9", "CCDF34", 9)
-    registry = Registry(pending={"1-9": {first.order, second.order}})
+    registry = Registry(pending={"1-9": {received_order(first), received_order(second)}})
     decisions = decide([second, first], registry)  # given out of order
     assert [d.application for d in decisions] == [first, second]
     assert outcome(decisions) == [("1-9", None), ("1-9", Rejection.ALREADY_MEMBER)]
@@ -101,7 +108,9 @@ def test_duplicates_in_one_batch_the_first_received_wins():
 
 def test_a_duplicate_after_a_rejection_is_decided_on_its_own():
     taken, fixed = app("1-9", "BBCL12", 1), app("1-9", "CCDF34", 2)
-    registry = Registry(members={"2-7": "BBCL12"}, pending={"1-9": {taken.order, fixed.order}})
+    registry = Registry(
+        members={"2-7": "BBCL12"}, pending={"1-9": {received_order(taken), received_order(fixed)}}
+    )
     assert outcome(decide([taken, fixed], registry)) == [("1-9", Rejection.PLATE_TAKEN), ("1-9", None)]
 
 
@@ -246,8 +255,11 @@ def test_members_txt_shows_no_control_characters():
 class FakeConn:
     """Just enough of a psycopg connection for decide_pending: the pending rows, nothing else."""
 
-    def __init__(self, pending: list[Application]) -> None:
+    def __init__(self, pending: list[MemberApplication]) -> None:
         self.pending = pending
+
+    def cursor(self, row_factory=None):
+        return self  # the pending rows below are already by name, as dict_row gives them
 
     def transaction(self):
         import contextlib
@@ -261,10 +273,7 @@ class FakeConn:
 
         result = mock.MagicMock()
         if sql == query("members_pending"):
-            result.fetchall.return_value = [
-                (a.id, a.first_name, a.last_name, a.rut, a.email, a.plate, a.premium, a.received_at)
-                for a in self.pending
-            ]
+            result.fetchall.return_value = [dict(a) for a in self.pending]
         elif sql == query("members_insert"):
             result.fetchall.return_value = [(i,) for i in params["ids"]]
         else:

@@ -19,7 +19,7 @@ from consumers.locations.board import render as render_board
 from consumers.watch import render_orders
 from gremio import deadletter as dl
 from gremio import topics as t
-from gremio.membership import applications_table, members_table
+from gremio.members_cli import applications_table, members_table
 from gremio.safetext import REPLACEMENT, csv_cell, mask_rut, printable, screen
 
 TZ = "America/Santiago"
