@@ -8,10 +8,12 @@ without control characters.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+from psycopg.rows import dict_row, namedtuple_row
 
 from gremio.db import connect, query
 from gremio.guild_time import month_bounds, parse_month
@@ -40,19 +42,20 @@ def flag_rut(rut: str, reason: str, remove: bool = False) -> int:
         return 2
     with connect() as conn:
         if remove:
-            gone = conn.execute(
-                "delete from background_flags where rut = %s returning rut", (rut,)
-            ).fetchone()
+            gone = conn.execute(query("members_unflag"), {"rut": rut}).fetchone()
             print(f"{rut}: flag lifted" if gone else f"{rut}: was not flagged")
             return 0
         conn.execute(query("members_flag"), {"rut": rut, "reason": reason})
-        member = conn.execute("select plate from members where rut = %s", (rut,)).fetchone()
-        pending = conn.execute(
-            "select count(*) from member_applications where rut = %s and status = 'pending'", (rut,)
-        ).fetchone()[0]
-    print(f"{rut}: flagged ({reason}); {pending} pending application(s) will be rejected when decided")
-    if member:
-        print(f"note: {rut} is already a member (cart {member[0]}); a flag does not undo a membership")
+        status = (
+            conn.cursor(row_factory=namedtuple_row)
+            .execute(query("members_flag_status"), {"rut": rut})
+            .fetchone()
+        )
+    print(f"{rut}: flagged ({reason}); {status.pending} pending application(s) will be rejected when decided")
+    if status.member_plate:
+        print(
+            f"note: {rut} is already a member (cart {status.member_plate}); a flag does not undo a membership"
+        )
     return 0
 
 
@@ -74,7 +77,9 @@ def print_applications(status: str | None = None, month: str | None = None, limi
             print(f"gremio applications: {exc}", file=sys.stderr)
             return 2
     with connect() as conn:
-        rows = conn.execute(query("members_applications_list"), params).fetchall()
+        rows = (
+            conn.cursor(row_factory=dict_row).execute(query("members_applications_list"), params).fetchall()
+        )
     if not rows:
         print("no applications" + (" match" if status or month else " yet"))
         return 0
@@ -83,7 +88,9 @@ def print_applications(status: str | None = None, month: str | None = None, limi
     return 0
 
 
-def applications_table(rows: Sequence[Sequence[Any]], timezone: str, title: str = "Applications") -> Table:
+def applications_table(
+    rows: Sequence[Mapping[str, Any]], timezone: str, title: str = "Applications"
+) -> Table:
     """The rows of `members_applications_list` as a rich table.
 
     Applicants' text goes in as `Text` (gremio.safetext.screen): never parsed as markup, and
@@ -96,16 +103,16 @@ def applications_table(rows: Sequence[Sequence[Any]], timezone: str, title: str 
     for column in ("received", "lane", "RUT", "name", "plate", "status", "reason", "decided"):
         table.add_column(column, no_wrap=column not in ("name", "reason"))
     styles = {"approved": "green", "rejected": "red", "pending": "yellow"}
-    for received_at, premium, rut, name, plate, state, reason, decided_at in rows:
+    for row in rows:
         table.add_row(
-            _local(received_at, tz),
-            "premium" if premium else "regular",
-            screen(rut),
-            screen(name),
-            screen(plate),
-            screen(state, styles.get(state, "")),
-            screen(reason or ""),
-            _local(decided_at, tz),
+            _local(row["received_at"], tz),
+            "premium" if row["premium"] else "regular",
+            screen(row["rut"]),
+            screen(row["name"]),
+            screen(row["plate"]),
+            screen(row["status"], styles.get(row["status"], "")),
+            screen(row["reason"] or ""),
+            _local(row["decided_at"], tz),
         )
     return table
 
@@ -114,28 +121,28 @@ def print_members() -> int:
     """`gremio members`: the guild's members, oldest first."""
     settings = get_settings()
     with connect() as conn:
-        rows = conn.execute(query("members_list")).fetchall()
+        rows = conn.cursor(row_factory=dict_row).execute(query("members_list")).fetchall()
     _console().print(members_table(rows, settings.guild_timezone))
     return 0
 
 
-def members_table(rows: Sequence[Sequence[Any]], timezone: str) -> Table:
+def members_table(rows: Sequence[Mapping[str, Any]], timezone: str) -> Table:
     """The rows of `members_list` as a rich table; members' text as `Text`, as above."""
     from rich.table import Table
 
     tz = ZoneInfo(timezone)
-    premium = sum(1 for row in rows if row[4])
+    premium = sum(1 for row in rows if row["premium"])
     table = Table(title=f"Members ({len(rows)}, {premium} premium; times in {timezone})")
     for column in ("approved", "RUT", "name", "plate", "lane", "email"):
         table.add_column(column, no_wrap=column != "name")
-    for approved_at, rut, name, plate, is_premium, email in rows:
+    for row in rows:
         table.add_row(
-            _local(approved_at, tz),
-            screen(rut),
-            screen(name),
-            screen(plate),
-            "premium" if is_premium else "regular",
-            screen(email),
+            _local(row["approved_at"], tz),
+            screen(row["rut"]),
+            screen(row["name"]),
+            screen(row["plate"]),
+            "premium" if row["premium"] else "regular",
+            screen(row["email"]),
         )
     return table
 

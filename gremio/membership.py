@@ -29,7 +29,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, namedtuple_row
 
 from gremio.db import query
 from gremio.guild_time import month_bounds
@@ -168,13 +168,13 @@ def load_registry(conn: psycopg.Connection, applications: list[MemberApplication
         "plates": sorted({a.plate for a in applications}),
     }
     registry = Registry()
-    for kind, rut, plate, received_at, app_id in conn.execute(query("members_registry"), params):
-        if kind == "member":
-            registry.members[rut] = plate
-        elif kind == "flag":
-            registry.flagged.add(rut)
+    for row in conn.cursor(row_factory=namedtuple_row).execute(query("members_registry"), params):
+        if row.kind == "member":
+            registry.members[row.rut] = row.plate
+        elif row.kind == "flag":
+            registry.flagged.add(row.rut)
         else:
-            registry.pending.setdefault(rut, set()).add((received_at, app_id))
+            registry.pending.setdefault(row.rut, set()).add((row.received_at, row.id))
     return registry
 
 
@@ -193,7 +193,7 @@ def decide_pending(
     members. Decided applications are left alone, so running it again decides nothing.
     """
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (DECISION_LOCK,))
+        conn.execute(query("members_decision_lock"), {"lock": DECISION_LOCK})
         rows = (
             conn.cursor(row_factory=dict_row)
             .execute(
@@ -249,9 +249,8 @@ def _record(
 def month_decisions(conn: psycopg.Connection, month: date, timezone: str) -> list[dict[str, Any]]:
     """The month's decided applications, approved first, each in received order (report rows)."""
     start, end = month_bounds(month, timezone)
-    cur = conn.execute(query("members_report"), {"month_start": start, "month_end": end})
-    names = [c.name for c in cur.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    cur = conn.cursor(row_factory=dict_row)
+    return cur.execute(query("members_report"), {"month_start": start, "month_end": end}).fetchall()
 
 
 # --- the AssetWatcher's apply_function (runs in the triggerer) ------------------------------------------

@@ -14,6 +14,8 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
+from psycopg.rows import dict_row
+
 from gremio.db import query
 from gremio.guild_time import day_bounds, window_start
 from gremio.settings import Settings, get_settings
@@ -108,19 +110,26 @@ def compute_day(
         "min_purchases": settings.frequent_client_min_purchases,
         "max_frequent": settings.frequent_clients_max,
     }
-    result = conn.execute(query("sales_daily_stats"), params).fetchall()
-    rows = [MasterDay(day, *r[:6], _frequent(r[6])) for r in result]
-    totals = DayTotals(*result[0][7:10]) if result else DayTotals(0, 0, 0)
+    result = conn.cursor(row_factory=dict_row).execute(query("sales_daily_stats"), params).fetchall()
+    rows = [
+        MasterDay(
+            day, r["rut"], r["name"], r["plate"], r["sales_count"], r["units_sold"], r["clients"],
+            _frequent(r["frequent_clients"]),
+        )
+        for r in result
+    ]  # fmt: skip
+    totals = (
+        DayTotals(result[0]["day_sales_count"], result[0]["day_units_sold"], result[0]["day_clients"])
+        if result
+        else DayTotals(0, 0, 0)
+    )
     return report_order(rows), totals
 
 
 def store_day(conn: psycopg.Connection, day: date, rows: list[MasterDay], totals: DayTotals) -> None:
     """Replace the day in daily_master_stats and daily_sales_totals, in one transaction."""
     with conn.transaction():
-        conn.execute(
-            "delete from daily_master_stats where day = %s and not (rut = any(%s))",
-            (day, [r.rut for r in rows]),
-        )
+        conn.execute(query("sales_daily_prune"), {"day": day, "ruts": [r.rut for r in rows]})
         with conn.cursor() as cur:
             cur.executemany(query("sales_daily_upsert"), [_stored(r) for r in rows])
         conn.execute(
@@ -136,15 +145,17 @@ def store_day(conn: psycopg.Connection, day: date, rows: list[MasterDay], totals
 
 def load_day(conn: psycopg.Connection, day: date) -> tuple[list[MasterDay], DayTotals]:
     """The stored day, in report order, and its totals (zeros if the day was never computed)."""
-    rows = conn.execute(query("sales_daily_load"), {"day": day}).fetchall()
-    stored = conn.execute(
-        "select sales_count, units_sold, clients from daily_sales_totals where day = %s", (day,)
-    ).fetchone()
+    cur = conn.cursor(row_factory=dict_row)
+    rows = cur.execute(query("sales_daily_load"), {"day": day}).fetchall()
+    stored = cur.execute(query("sales_daily_totals_load"), {"day": day}).fetchone()
     masters = [
-        MasterDay(d, rut, name, plate, sales, units, clients, _frequent(detail))
-        for d, rut, name, plate, sales, units, clients, _avg, detail in rows
-    ]
-    return report_order(masters), DayTotals(*stored) if stored else DayTotals(0, 0, 0)
+        MasterDay(
+            r["day"], r["rut"], r["name"], r["plate"], r["sales_count"], r["units_sold"], r["clients"],
+            _frequent(r["frequent_clients_detail"]),
+        )
+        for r in rows
+    ]  # fmt: skip
+    return report_order(masters), DayTotals(**stored) if stored else DayTotals(0, 0, 0)
 
 
 def _frequent(value: Any) -> tuple[FrequentClient, ...]:

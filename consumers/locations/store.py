@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import psycopg
+from psycopg.rows import dict_row, namedtuple_row
 
 from consumers.locations.view import Effects, Raised, SeenReport
 from gremio import db, failures
@@ -21,8 +22,6 @@ from gremio.records import Alert
 from gremio.settings import Settings
 
 K = TypeVar("K")
-
-MEMBERS = "select plate, first_name || ' ' || last_name from members"
 
 
 class LiveStore:
@@ -45,22 +44,27 @@ class LiveStore:
 
     def members(self) -> dict[str, str]:
         """Approved members' plates and their masters' names."""
-        return dict(self.conn.execute(MEMBERS).fetchall())
+        rows = self.conn.cursor(row_factory=namedtuple_row).execute(db.query("locations_members"))
+        return {row.plate: row.name for row in rows.fetchall()}
 
     def suppression(self, since: datetime) -> list[tuple[str, str, datetime]]:
         """(kind, plate, last created_at) of the alerts raised since `since`."""
-        return self.conn.execute(db.query("locations_suppression"), {"since": since}).fetchall()
+        rows = self.conn.cursor(row_factory=namedtuple_row).execute(
+            db.query("locations_suppression"), {"since": since}
+        )
+        return [(row.kind, row.plate, row.created_at) for row in rows.fetchall()]
 
     def recent_alerts(self, since: datetime, limit: int) -> list[Alert]:
-        rows = self.conn.execute(db.query("locations_recent_alerts"), {"since": since, "limit": limit})
-        return [
-            Alert(id=i, kind=k, plate=p, lat=la, lon=lo, detail=d, created_at=c)
-            for i, k, p, la, lo, d, c in rows.fetchall()
-        ]
+        rows = self.conn.cursor(row_factory=dict_row).execute(
+            db.query("locations_recent_alerts"), {"since": since, "limit": limit}
+        )
+        return [Alert(**row) for row in rows.fetchall()]
 
     def recent_reports(self, since: datetime, limit: int = 500) -> list[SeenReport]:
-        rows = self.conn.execute(db.query("locations_recent_reports"), {"since": since, "limit": limit})
-        return [SeenReport(*row) for row in rows.fetchall()]
+        rows = self.conn.cursor(row_factory=dict_row).execute(
+            db.query("locations_recent_reports"), {"since": since, "limit": limit}
+        )
+        return [SeenReport(**row) for row in rows.fetchall()]
 
     def write(self, effects: Effects, publish: Callable[[Sequence[Raised]], None]) -> list[Raised]:
         """Record reports and alerts; `publish` the alerts that are new, then commit.

@@ -47,13 +47,14 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
+from psycopg.rows import dict_row
 from pydantic import BaseModel, ValidationError
 from rich.console import Console, RenderableType
 from stdnum.cl import rut as stdnum_rut
 
 from consumers.locations import board
 from consumers.locations.service import LocationService
-from consumers.locations.store import MEMBERS
+from consumers.locations.store import LiveStore
 from consumers.locations.view import LiveView, Rules, alert_id
 from consumers.stock import rules as stock_rules
 from gremio import (
@@ -741,12 +742,13 @@ def check_screens_and_reports(conn: Any, tmp_path: Path, app: r.MemberApplicatio
     # `gremio applications` and `gremio members`.
     month = today().replace(day=1)
     start, end = guild_time.month_bounds(month, tz)
-    listed = conn.execute(
+    by_name = conn.cursor(row_factory=dict_row)
+    listed = by_name.execute(
         db.query("members_applications_list"),
         {"status": None, "month_start": start, "month_end": end, "limit": 200},
     ).fetchall()
     shown(members_cli.applications_table(listed, tz, "Applications"))
-    shown(members_cli.members_table(conn.execute(db.query("members_list")).fetchall(), tz))
+    shown(members_cli.members_table(by_name.execute(db.query("members_list")).fetchall(), tz))
 
     # The monthly members report.
     rows = membership.month_decisions(conn, month, tz)
@@ -761,7 +763,11 @@ def check_screens_and_reports(conn: Any, tmp_path: Path, app: r.MemberApplicatio
 
     # The live board names the cart's master; the daily report (and its chart) lists them.
     view = LiveView(Rules.from_settings(get_settings()))
-    view.set_members(dict(conn.execute(MEMBERS).fetchall()))
+    members = LiveStore(get_settings())
+    try:
+        view.set_members(members.members())
+    finally:
+        members.close()
     position = r.CartPosition(
         id=uuid.uuid4(),
         plate=app.plate,

@@ -24,6 +24,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from psycopg.rows import dict_row
 from rich.console import Console
 from stdnum.cl import rut as stdnum_rut
 
@@ -227,7 +228,7 @@ def test_hostile_text_is_refused_at_the_door_or_processed_by_every_part(services
     assert set(ids_in_table("sales", [uuid.UUID(i) for i in accepted[t.SALES.name]]).values()) == {1}
 
     # The membership screens show the names as typed, with nothing a terminal would obey.
-    with db.connect() as conn:
+    with db.connect(row_factory=dict_row) as conn:
         rows = conn.execute(db.query("members_list")).fetchall()
         apps = conn.execute(
             db.query("members_applications_list"),

@@ -166,16 +166,32 @@ def test_watch_orders_escape_the_plate():
 # --- `gremio applications` and `gremio members` -------------------------------------------------------
 
 
+def application(*values) -> dict:
+    """A row of `members_applications_list`, by name as the command reads it."""
+    return dict(
+        zip(
+            ("received_at", "premium", "rut", "name", "plate", "status", "reason", "decided_at"),
+            values,
+            strict=True,
+        )
+    )
+
+
+def member(*values) -> dict:
+    """A row of `members_list`, by name."""
+    return dict(zip(("approved_at", "rut", "name", "plate", "premium", "email"), values, strict=True))
+
+
 @pytest.mark.parametrize("text", MARKUP)
 def test_applications_show_markup_literally(text):
-    rows = [(AT, True, "12345678-5", text, "BBCL12", "rejected", text, AT + timedelta(minutes=1))]
+    rows = [application(AT, True, "12345678-5", text, "BBCL12", "rejected", text, AT + timedelta(minutes=1))]
     out = rendered(applications_table(rows, TZ))
     assert out.count(text) == 2, out
     assert "rejected" in out and "premium" in out
 
 
 def test_applications_keep_control_characters_out():
-    rows = [(AT, False, "12345678-5", "Ana\x1b[31m\r\nX", "BBCL12", "pending", None, None)]
+    rows = [application(AT, False, "12345678-5", "Ana\x1b[31m\r\nX", "BBCL12", "pending", None, None)]
     out = rendered(applications_table(rows, TZ, "Applications, pending"))
     assert_clean(out)
     assert "Ana\ufffd[31m\ufffd\ufffdX" in out
@@ -184,14 +200,14 @@ def test_applications_keep_control_characters_out():
 
 @pytest.mark.parametrize("text", MARKUP)
 def test_members_show_markup_literally(text):
-    rows = [(AT, "12345678-5", text, "BBCL12", False, f"{text}@example.cl")]
+    rows = [member(AT, "12345678-5", text, "BBCL12", False, f"{text}@example.cl")]
     out = rendered(members_table(rows, TZ))
     assert out.count(text) == 2, out
     assert "Members (1, 0 premium" in out
 
 
 def test_members_keep_control_characters_out():
-    rows = [(AT, "12345678-5", "Luis\x07\x1b]0;title\x07", "BBCL12", True, "a@b.cl")]
+    rows = [member(AT, "12345678-5", "Luis\x07\x1b]0;title\x07", "BBCL12", True, "a@b.cl")]
     out = rendered(members_table(rows, TZ))
     assert_clean(out)
 
