@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.stack import throwaway_stack
 from consumers.locations.service import LocationService
-from consumers.locations.view import LiveView, Rules, handle
+from consumers.locations.view import LiveView, Rules
 from consumers.locations.web import LiveServer, create_app
 from gremio import db
 from gremio import kafka as gk
@@ -155,7 +155,7 @@ class TimedService(LocationService):
 def service_rate(settings: Settings, n: int) -> float:
     """Position updates/s through the service on the shared runner (view, alerts, commit)."""
     service = TimedService(settings, n).start()
-    runner = Runner(service, settings, **service.runner_options())
+    runner = Runner(service, settings)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     try:
@@ -184,7 +184,7 @@ def build_view(n: int) -> LiveView:
     view.set_members({plate: f"Maestro {plate}" for plate in carts})
     for step in range(2):
         for i, plate in enumerate(carts):
-            handle(view, walk(plate, i, step, start))
+            view.apply(walk(plate, i, step, start))
     return view
 
 
@@ -293,7 +293,7 @@ def latency(settings: Settings, pings: int) -> dict[str, float]:
     carts = plates(1_010)[1_000:]  # ten carts of their own, registered with the rest
     service = LocationService(settings, group_id=f"bench-latency-{uuid.uuid4()}").start()
     server = LiveServer(create_app(service.view), "127.0.0.1", 0).start()
-    runner = Runner(service, settings, **service.runner_options())
+    runner = Runner(service, settings)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     runner.assigned.wait(60)

@@ -26,7 +26,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -113,6 +113,8 @@ class Service(Protocol):
     # Whether process() may be run again on part of a batch to find a refused record
     # (failures.isolate). A service that is not returns its refused records instead.
     splittable: bool
+    poll_interval: float  # how long one consume() waits for a batch to fill
+    consumer_config: Mapping[str, Any]  # the service's own consumer settings (session timeout...)
 
     def process(self, batch: list[Envelope]) -> Sequence[tuple[Envelope, str]] | None:
         """Make the batch's effects durable (idempotently), or raise.
@@ -134,6 +136,9 @@ class Service(Protocol):
         """Whether this record was processed before and is only read again (a rebuild):
         if it is poison, it was dead-lettered then, and is not sent again."""
 
+    def close(self) -> None:
+        """Release what the service holds (producer, connections) once the runner stopped."""
+
 
 class Runner:
     """Drives one Service against Kafka until stopped."""
@@ -143,11 +148,13 @@ class Runner:
         service: Service,
         settings: Settings | None = None,
         consumer_config: Mapping[str, Any] | None = None,
-        poll_interval: float = 0.2,
+        poll_interval: float | None = None,
     ) -> None:
+        """The consumer is set up as the service asks (its `consumer_config` and
+        `poll_interval`); `consumer_config` here adds to that (tests)."""
         self.service = service
         self.settings = settings or get_settings()
-        self.poll_interval = poll_interval
+        self.poll_interval = service.poll_interval if poll_interval is None else poll_interval
         self._stop = threading.Event()
         self.assigned = threading.Event()  # set once partitions are assigned (for tests, readiness)
         self.assignment: set[tuple[str, int]] = set()
@@ -170,6 +177,7 @@ class Runner:
                 "fetch.max.bytes": 16 * 1024 * 1024,
             }
         )
+        config.update(service.consumer_config)
         config.update(consumer_config or {})
         self.consumer = Consumer(config)
 
@@ -360,11 +368,20 @@ def _describe(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing"
 
 
-def run_service(service: Service, settings: Settings | None = None, **kwargs: Any) -> int:
-    """Run a service in the foreground with signal handling; the body of each `main()`."""
-    runner = Runner(service, settings, **kwargs)
-    runner.install_signal_handlers()
-    return runner.run()
+def run_service(
+    service: Service, settings: Settings | None = None, *, then: Sequence[Callable[[], Any]] = ()
+) -> int:
+    """A service's life in the foreground: its runner with signal handling until SIGTERM or
+    SIGINT, then `service.close()` and each of `then` (what the `main()` started beside it),
+    whatever happened. The body of each `main()` after its set-up."""
+    try:
+        runner = Runner(service, settings)
+        runner.install_signal_handlers()
+        return runner.run()
+    finally:
+        service.close()
+        for stop in then:
+            stop()
 
 
 class BaseService:
@@ -373,6 +390,14 @@ class BaseService:
     batch_size = 500
     batch_timeout = 0.2
     splittable = True
+    poll_interval = 0.2
+
+    @property
+    def consumer_config(self) -> Mapping[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        return None
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         return None

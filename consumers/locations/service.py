@@ -1,8 +1,8 @@
 """The live-location service on the shared run loop (DESIGN §5, live locations).
 
 Group `location-tracker` reads `locations` (positions, and fugitive reports on p0) and
-`sales` (each sale carries its cart's position). Per batch: the pure `handle` updates the
-view and decides the alerts; new alerts and reports go to PostgreSQL and to the `alerts`
+`sales` (each sale carries its cart's position). Per batch: `view.apply`, the view's
+stateful update, moves the carts and decides the alerts; new alerts and reports go to PostgreSQL and to the `alerts`
 topic; then the runner commits. See docs/LOCATIONS.md for the rules and scale-out.
 
 **Rebuild.** On every assignment each partition is sought back to the first record of the
@@ -14,7 +14,7 @@ view, and raise nothing again.
 read by an instance that does not hold that partition is forwarded there as a
 CartPosition (id derived from the sale), so each cart lives on exactly one instance.
 
-**Failures** (gremio.failures). `handle` changes the view, so a batch is never run twice to
+**Failures** (gremio.failures). `view.apply` changes the view, so a batch is never run twice to
 find a bad record: `process` returns the records refused for good (the handler's
 ValueError, or rows PostgreSQL refuses, found by writing the batch again one record at a
 time) and the runner dead-letters them. On a transient failure (PostgreSQL restarting) the
@@ -43,7 +43,6 @@ from consumers.locations.view import (
     Raised,
     Rules,
     SeenReport,
-    handle,
     position_from_sale,
 )
 from gremio import db, failures
@@ -100,7 +99,7 @@ class LocationService(BaseService):
     batch_size = 500
     splittable = False  # process() changes the view: never run again on part of a batch
     # A live board: small batches, short waits. The runner's consume() waits up to its
-    # poll interval for a batch to fill, so that is kept short as well (runner_options).
+    # poll interval for a batch to fill, so that is kept short as well.
     batch_timeout = 0.02
     poll_interval = 0.02
 
@@ -146,12 +145,9 @@ class LocationService(BaseService):
         self._producer.flush(10)
         self.store.close()
 
-    def runner_options(self) -> dict[str, Any]:
-        """How this service wants the runner set up: `Runner(service, settings, **options)`."""
-        return {
-            "consumer_config": {"session.timeout.ms": int(self.settings.live_session_timeout_seconds * 1000)},
-            "poll_interval": self.poll_interval,
-        }
+    @property
+    def consumer_config(self) -> dict[str, Any]:
+        return {"session.timeout.ms": int(self.settings.live_session_timeout_seconds * 1000)}
 
     def holds_reports(self) -> bool:
         return t.FUGITIVE_PARTITION in self._held
@@ -218,7 +214,7 @@ class LocationService(BaseService):
     def process(self, batch: list[Envelope]) -> list[tuple[Envelope, str]]:
         """Handle the batch into the view, make its alerts and reports durable; the refused records.
 
-        `handle` changes the view, so the runner must not run a batch (or part of it) twice
+        `view.apply` changes the view, so the runner must not run a batch (or part of it) twice
         to find a refused record (`splittable = False`): a handler's ValueError refuses its
         record here, and rows the database refuses refuse the records that made them. On
         a transient failure the effects not yet written are kept and written with the
@@ -239,7 +235,7 @@ class LocationService(BaseService):
                     forward.append(position_from_sale(record))
                 continue
             try:
-                produced = handle(self.view, record, replay)
+                produced = self.view.apply(record, replay)
             except ValueError as exc:
                 if not replay:  # a replayed record's refusal was dead-lettered the first time
                     refused.append((env, failures.reason(exc)))
@@ -405,9 +401,5 @@ def main() -> int:
     service = LocationService(settings, log_summary=console is None).start()
     server = LiveServer(create_app(service.view), settings.bind_host, settings.live_port).start()
     board = Board(service.view, console, ZoneInfo(settings.guild_timezone)) if console else None
-    try:
-        with board or contextlib.nullcontext():
-            return run_service(service, settings, **service.runner_options())
-    finally:
-        server.stop()
-        service.close()
+    with board or contextlib.nullcontext():
+        return run_service(service, settings, then=[server.stop])

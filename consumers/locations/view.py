@@ -1,8 +1,8 @@
 """The live view of the guild's carts: pure logic, no I/O (DESIGN §5, live locations).
 
 `LiveView` holds each live cart's newest position, the recent fugitive reports and the
-recent alerts, and decides which alerts a record raises. `handle(view, record)` is the
-service's pure step: it changes the view and returns the effects (alerts, reports) that
+recent alerts, and decides which alerts a record raises. `view.apply(record)` is the
+service's stateful update: it changes the view and returns the effects (alerts, reports) that
 the service then makes durable. Time comes from an injected clock, so tests can move it.
 
 Every public method takes the view's lock: the run loop writes while the HTTP thread and
@@ -179,8 +179,10 @@ class LiveView:
 
     # --- inputs -------------------------------------------------------------------------
 
-    def handle(self, record: Record, replay: bool = False) -> Effects:
-        """Apply one record. A replayed record (already processed before) only rebuilds state."""
+    def apply(self, record: Record, replay: bool = False) -> Effects:
+        """Update the view with one record and return its effects (the view changes: applying
+        a record twice is not the same as once). A replayed record (already processed
+        before) only rebuilds state."""
         with self.lock:
             if isinstance(record, CartPosition):
                 return self._position(record, "position", replay)
@@ -430,8 +432,3 @@ def _report_json(report: SeenReport) -> dict[str, Any]:
         if report.nearest_distance_m is None
         else round(report.nearest_distance_m, 1),
     }
-
-
-def handle(view: LiveView, record: Record, replay: bool = False) -> Effects:
-    """The service's pure step: apply a record to the view and return its effects."""
-    return view.handle(record, replay)

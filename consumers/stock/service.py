@@ -21,7 +21,7 @@ import signal
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prometheus_client import Counter, Histogram, start_http_server
 
@@ -111,6 +111,12 @@ class StockService(BaseService):
                 self.settings.stock_dedupe_retention_hours,
             )
 
+    @property
+    def consumer_config(self) -> dict[str, Any]:
+        """A killed instance's partitions move to another within the session timeout."""
+        session_ms = int(self.settings.stock_session_timeout_seconds * 1000)
+        return {"session.timeout.ms": session_ms, "heartbeat.interval.ms": session_ms // 3}
+
     def close(self) -> None:
         self.producer.flush(10)
         self.store.close()
@@ -142,13 +148,4 @@ def main() -> int:
     db.wait_for_db(settings, timeout=120)
     start_http_server(settings.stock_metrics_port, addr=settings.bind_host)
     log.info("metrics on http://%s:%d/metrics", settings.bind_host, settings.stock_metrics_port)
-    service = StockService(settings)
-    session_ms = int(settings.stock_session_timeout_seconds * 1000)
-    try:
-        return run_service(
-            service,
-            settings,
-            consumer_config={"session.timeout.ms": session_ms, "heartbeat.interval.ms": session_ms // 3},
-        )
-    finally:
-        service.close()
+    return run_service(StockService(settings), settings)

@@ -559,7 +559,7 @@ def test_an_accepted_sale_is_processable(
 
         # The live view (a sale carries its cart's position) and its board.
         view = LiveView(Rules.from_settings(get_settings()))
-        effects = view.handle(sale)
+        effects = view.apply(sale)
         for raised in effects.alerts:
             assert r.Alert.from_bytes(raised.alert.to_bytes()) == raised.alert
         shown(board.render(view.snapshot(), ZoneInfo(get_settings().guild_timezone)))
@@ -776,7 +776,7 @@ def check_screens_and_reports(conn: Any, tmp_path: Path, app: r.MemberApplicatio
         recorded_at=r.now_utc(),
         received_at=r.now_utc(),
     )
-    view.handle(position)
+    view.apply(position)
     shown(board.render(view.snapshot(), ZoneInfo(tz)))
     daily = check_daily_report(conn, tmp_path, chart=True)
     if decision.approved:

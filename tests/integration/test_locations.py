@@ -107,7 +107,7 @@ class Instance:
             self.settings, group_id=group, locations_topic=locations, sales_topic=sales
         ).start()
         self.server = LiveServer(create_app(self.service.view), "127.0.0.1", 0).start()
-        self.runner = Runner(self.service, self.settings, **self.service.runner_options())
+        self.runner = Runner(self.service, self.settings)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

@@ -113,9 +113,7 @@ import sys, threading
 from consumers.locations.service import LocationService
 from gremio.runner import Runner
 service = LocationService(group_id=sys.argv[1]).start()
-options = service.runner_options()
-options["consumer_config"] = {**options["consumer_config"], "statistics.interval.ms": 50}
-runner = Runner(service, **options)
+runner = Runner(service, consumer_config={"statistics.interval.ms": 50})
 threading.Timer(float(sys.argv[2]), runner.stop).start()
 code = runner.run()
 service.close()

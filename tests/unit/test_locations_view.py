@@ -11,7 +11,7 @@ from rich.console import Console
 
 from consumers.locations.board import render
 from consumers.locations.service import rebuild_offset
-from consumers.locations.view import LiveView, Rules, alert_id, geodesic_m, handle, position_from_sale
+from consumers.locations.view import LiveView, Rules, alert_id, geodesic_m, position_from_sale
 from consumers.locations.web import create_app
 from gremio.records import CartPosition, FugitiveReport, Sale
 from gremio.settings import Settings
@@ -70,12 +70,12 @@ def kinds(effects) -> list[str]:
 
 
 def test_newest_position_wins_and_an_older_one_is_ignored(view: LiveView, clock: Clock) -> None:
-    handle(view, ping("BBCL12", *PLAZA, T0))
+    view.apply(ping("BBCL12", *PLAZA, T0))
     clock.advance(10)
-    newer = handle(view, ping("BBCL12", -33.43790, -70.65045, T0 + timedelta(seconds=10)))
+    newer = view.apply(ping("BBCL12", -33.43790, -70.65045, T0 + timedelta(seconds=10)))
     assert newer.applied == 1
     clock.advance(5)
-    late = handle(view, ping("BBCL12", -33.5, -70.7, T0 + timedelta(seconds=5), received=clock.now))
+    late = view.apply(ping("BBCL12", -33.5, -70.7, T0 + timedelta(seconds=5), received=clock.now))
     assert (late.applied, late.stale, late.alerts) == (0, 1, [])
     [cart] = view.carts()
     assert (cart.lat, cart.lon, cart.recorded_at) == (-33.43790, -70.65045, T0 + timedelta(seconds=10))
@@ -84,15 +84,15 @@ def test_newest_position_wins_and_an_older_one_is_ignored(view: LiveView, clock:
 
 
 def test_sales_are_positions_ordered_by_sold_at(view: LiveView, clock: Clock) -> None:
-    handle(view, sale("BBCL12", *PLAZA, T0))
+    view.apply(sale("BBCL12", *PLAZA, T0))
     assert [(c.lat, c.lon) for c in view.carts()] == [PLAZA]
     clock.advance(20)
-    handle(view, ping("BBCL12", -33.43800, -70.65045, T0 + timedelta(seconds=20)))
-    late_sale = handle(view, sale("BBCL12", -33.44, -70.66, T0 + timedelta(seconds=15), received=clock.now))
+    view.apply(ping("BBCL12", -33.43800, -70.65045, T0 + timedelta(seconds=20)))
+    late_sale = view.apply(sale("BBCL12", -33.44, -70.66, T0 + timedelta(seconds=15), received=clock.now))
     assert late_sale.stale == 1
     assert view.carts()[0].lat == -33.43800
     clock.advance(10)
-    handle(view, sale("BBCL12", -33.43810, -70.65045, T0 + timedelta(seconds=30)))
+    view.apply(sale("BBCL12", -33.43810, -70.65045, T0 + timedelta(seconds=30)))
     assert view.carts()[0].lat == -33.43810
 
 
@@ -111,7 +111,7 @@ def test_default_ttl_is_60_seconds() -> None:
 
 
 def test_cart_expires_after_the_ttl_without_a_received_position(view: LiveView, clock: Clock) -> None:
-    handle(view, ping("BBCL12", *PLAZA, T0))
+    view.apply(ping("BBCL12", *PLAZA, T0))
     clock.advance(60)
     assert [c.plate for c in view.carts()] == ["BBCL12"]
     clock.advance(0.5)
@@ -121,10 +121,10 @@ def test_cart_expires_after_the_ttl_without_a_received_position(view: LiveView, 
 
 
 def test_a_cart_that_comes_back_after_expiring_starts_afresh(view: LiveView, clock: Clock) -> None:
-    handle(view, ping("BBCL12", *PLAZA, T0))
+    view.apply(ping("BBCL12", *PLAZA, T0))
     clock.advance(120)
     # 2 km in 120 s is 60 km/h, but the first position is no longer live: no jump.
-    back = handle(view, ping("BBCL12", PLAZA[0] - 0.018, PLAZA[1], clock.now))
+    back = view.apply(ping("BBCL12", PLAZA[0] - 0.018, PLAZA[1], clock.now))
     assert kinds(back) == []
     assert view.carts()[0].speed_kmh is None
 
@@ -136,11 +136,11 @@ def test_jump_is_raised_over_the_speed_limit_and_suppressed_for_five_minutes(
     view: LiveView, clock: Clock
 ) -> None:
     first = ping("BBCL12", *PLAZA, T0)
-    handle(view, first)
+    view.apply(first)
     clock.advance(10)
     # 0.001° of latitude is about 111 m: 111 m in 10 s is 40 km/h.
     second = ping("BBCL12", PLAZA[0] - 0.001, PLAZA[1], clock.now)
-    effects = handle(view, second)
+    effects = view.apply(second)
     [raised] = effects.alerts
     alert = raised.alert
     assert (alert.kind, alert.plate, alert.lat, alert.lon) == ("jump", "BBCL12", second.lat, second.lon)
@@ -150,11 +150,11 @@ def test_jump_is_raised_over_the_speed_limit_and_suppressed_for_five_minutes(
     assert "km/h" in alert.detail
     assert view.carts()[0].speed_kmh == pytest.approx(geodesic_m(*PLAZA, second.lat, second.lon) / 10 * 3.6)
     clock.advance(10)  # another 40 km/h: suppressed
-    assert kinds(handle(view, ping("BBCL12", PLAZA[0] - 0.002, PLAZA[1], clock.now))) == []
+    assert kinds(view.apply(ping("BBCL12", PLAZA[0] - 0.002, PLAZA[1], clock.now))) == []
     clock.advance(289)  # 299 s after the alert: 3.3 km in 289 s, still suppressed
-    assert kinds(handle(view, ping("BBCL12", PLAZA[0] - 0.032, PLAZA[1], clock.now))) == []
+    assert kinds(view.apply(ping("BBCL12", PLAZA[0] - 0.032, PLAZA[1], clock.now))) == []
     clock.advance(2)  # 301 s after it: raised again
-    assert kinds(handle(view, ping("BBCL12", PLAZA[0] - 0.033, PLAZA[1], clock.now))) == ["jump"]
+    assert kinds(view.apply(ping("BBCL12", PLAZA[0] - 0.033, PLAZA[1], clock.now))) == ["jump"]
 
 
 def test_the_jump_limit_is_decided_by_the_geodesic(clock: Clock) -> None:
@@ -162,25 +162,25 @@ def test_the_jump_limit_is_decided_by_the_geodesic(clock: Clock) -> None:
     for share, raised in ((1.0005, ["jump"]), (0.9995, [])):
         live = LiveView(Rules.from_settings(), clock)
         live.set_members({"BBCL12": "Ana"})
-        handle(live, ping("BBCL12", *PLAZA, T0))
+        live.apply(ping("BBCL12", *PLAZA, T0))
         metres_per_degree = geodesic_m(PLAZA[0], PLAZA[1], PLAZA[0] - 0.01, PLAZA[1]) / 0.01
         seconds = 0.01 * metres_per_degree / (30 / 3.6) / share
         after = T0 + timedelta(seconds=seconds)
-        effects = handle(live, ping("BBCL12", PLAZA[0] - 0.01, PLAZA[1], after))
+        effects = live.apply(ping("BBCL12", PLAZA[0] - 0.01, PLAZA[1], after))
         assert kinds(effects) == raised
         assert live.carts()[0].speed_kmh == pytest.approx(30 * share, rel=1e-6)  # µs timestamps
 
 
 def test_walking_pace_is_no_jump(view: LiveView, clock: Clock) -> None:
-    handle(view, ping("BBCL12", *PLAZA, T0))
+    view.apply(ping("BBCL12", *PLAZA, T0))
     clock.advance(60)
     # 0.0005° ≈ 55 m in 60 s: 3.3 km/h.
-    assert kinds(handle(view, ping("BBCL12", PLAZA[0] - 0.0005, PLAZA[1], clock.now))) == []
+    assert kinds(view.apply(ping("BBCL12", PLAZA[0] - 0.0005, PLAZA[1], clock.now))) == []
 
 
 def test_out_of_area_and_its_suppression(view: LiveView, clock: Clock) -> None:
     valparaiso = (-33.0458, -71.6197)
-    effects = handle(view, ping("BBCL12", *valparaiso, T0))
+    effects = view.apply(ping("BBCL12", *valparaiso, T0))
     [raised] = effects.alerts
     assert (raised.alert.kind, raised.alert.plate, raised.alert.lat) == (
         "out_of_area",
@@ -188,8 +188,8 @@ def test_out_of_area_and_its_suppression(view: LiveView, clock: Clock) -> None:
         valparaiso[0],
     )
     clock.advance(60)
-    assert kinds(handle(view, ping("BBCL12", valparaiso[0], valparaiso[1] + 0.0001, clock.now))) == []
-    assert kinds(handle(view, ping("CDFG34", *valparaiso, clock.now))) == ["out_of_area"]
+    assert kinds(view.apply(ping("BBCL12", valparaiso[0], valparaiso[1] + 0.0001, clock.now))) == []
+    assert kinds(view.apply(ping("CDFG34", *valparaiso, clock.now))) == ["out_of_area"]
 
 
 def test_the_area_boundary_is_inside() -> None:
@@ -199,37 +199,37 @@ def test_the_area_boundary_is_inside() -> None:
 
 
 def test_unregistered_cart_once_per_window_for_pings_and_sales(view: LiveView, clock: Clock) -> None:
-    effects = handle(view, sale("ZZ9999", *PLAZA, T0))
+    effects = view.apply(sale("ZZ9999", *PLAZA, T0))
     [raised] = effects.alerts
     assert (raised.alert.kind, raised.alert.plate) == ("unregistered_cart", "ZZ9999")
     assert "sale" in raised.alert.detail
     clock.advance(30)
-    assert kinds(handle(view, ping("ZZ9999", *PLAZA, clock.now))) == []
+    assert kinds(view.apply(ping("ZZ9999", *PLAZA, clock.now))) == []
     clock.advance(300)
-    assert kinds(handle(view, ping("ZZ9999", *PLAZA, clock.now))) == ["unregistered_cart"]
-    assert kinds(handle(view, ping("BBCL12", *PLAZA, clock.now))) == []
+    assert kinds(view.apply(ping("ZZ9999", *PLAZA, clock.now))) == ["unregistered_cart"]
+    assert kinds(view.apply(ping("BBCL12", *PLAZA, clock.now))) == []
     assert [c["registered"] for c in view.snapshot()["carts"]] == [True, False]
 
 
 def test_suppression_seeded_from_earlier_alerts(view: LiveView, clock: Clock) -> None:
     view.seed_suppression([("unregistered_cart", "ZZ9999", T0 - timedelta(seconds=100))])
-    assert kinds(handle(view, ping("ZZ9999", *PLAZA, T0))) == []
+    assert kinds(view.apply(ping("ZZ9999", *PLAZA, T0))) == []
     clock.advance(200)
-    assert kinds(handle(view, ping("ZZ9999", *PLAZA, clock.now))) == ["unregistered_cart"]
+    assert kinds(view.apply(ping("ZZ9999", *PLAZA, clock.now))) == ["unregistered_cart"]
 
 
 def test_replayed_records_rebuild_the_view_but_raise_nothing(view: LiveView, clock: Clock) -> None:
-    handle(view, ping("ZZ9999", -33.0, -71.6, T0), replay=True)
+    view.apply(ping("ZZ9999", -33.0, -71.6, T0), replay=True)
     clock.advance(5)
-    assert kinds(handle(view, ping("ZZ9999", -33.2, -71.6, clock.now), replay=True)) == []
-    assert handle(view, report(*PLAZA, clock.now), replay=True).reports == []
+    assert kinds(view.apply(ping("ZZ9999", -33.2, -71.6, clock.now), replay=True)) == []
+    assert view.apply(report(*PLAZA, clock.now), replay=True).reports == []
     assert [c.plate for c in view.carts()] == ["ZZ9999"]
 
 
 def test_the_same_record_gives_the_same_alert_id(clock: Clock) -> None:
     record = ping("ZZ9999", -33.0, -71.6, T0)
-    first = {r.alert.id for r in handle(LiveView(Rules.from_settings(), clock), record).alerts}
-    again = {r.alert.id for r in handle(LiveView(Rules.from_settings(), clock), record).alerts}
+    first = {r.alert.id for r in LiveView(Rules.from_settings(), clock).apply(record).alerts}
+    again = {r.alert.id for r in LiveView(Rules.from_settings(), clock).apply(record).alerts}
     assert first == again == {alert_id(record.id, "unregistered_cart"), alert_id(record.id, "out_of_area")}
 
 
@@ -237,12 +237,12 @@ def test_the_same_record_gives_the_same_alert_id(clock: Clock) -> None:
 
 
 def test_report_names_nearest_registered_cart_within_radius(view: LiveView, clock: Clock) -> None:
-    handle(view, ping("BBCL12", PLAZA[0] - 0.0005, PLAZA[1], T0))  # ~55 m south
-    handle(view, ping("ZZ9999", PLAZA[0] + 0.0003, PLAZA[1], T0))  # ~33 m north, unregistered
-    handle(view, ping("CDFG34", PLAZA[0], PLAZA[1] + 0.01, T0))  # ~930 m east
+    view.apply(ping("BBCL12", PLAZA[0] - 0.0005, PLAZA[1], T0))  # ~55 m south
+    view.apply(ping("ZZ9999", PLAZA[0] + 0.0003, PLAZA[1], T0))  # ~33 m north, unregistered
+    view.apply(ping("CDFG34", PLAZA[0], PLAZA[1] + 0.01, T0))  # ~930 m east
     clock.advance(1)
     fugitive = report(*PLAZA, clock.now, plate="XY1234")
-    effects = handle(view, fugitive)
+    effects = view.apply(fugitive)
     [seen] = effects.reports
     assert seen.nearest_plate == "ZZ9999"  # the nearest live cart, registered or not
     assert seen.nearest_distance_m == pytest.approx(geodesic_m(*PLAZA, PLAZA[0] + 0.0003, PLAZA[1]))
@@ -258,21 +258,21 @@ def test_report_names_nearest_registered_cart_within_radius(view: LiveView, cloc
 
 
 def test_every_report_raises_even_with_no_cart_near(view: LiveView, clock: Clock) -> None:
-    handle(view, ping("BBCL12", PLAZA[0] - 0.002, PLAZA[1], T0))  # ~220 m: beyond 100 m
-    first = handle(view, report(*PLAZA, T0))
-    second = handle(view, report(*PLAZA, T0))
+    view.apply(ping("BBCL12", PLAZA[0] - 0.002, PLAZA[1], T0))  # ~220 m: beyond 100 m
+    first = view.apply(report(*PLAZA, T0))
+    second = view.apply(report(*PLAZA, T0))
     assert [r.alert.plate for r in first.alerts + second.alerts] == [None, None]
     assert first.reports[0].nearest_plate == "BBCL12"
     assert "no registered cart within 100 m" in first.alerts[0].alert.detail
 
 
 def test_report_with_no_live_cart(clock: Clock) -> None:
-    effects = handle(LiveView(Rules.from_settings(), clock), report(*PLAZA, T0))
+    effects = LiveView(Rules.from_settings(), clock).apply(report(*PLAZA, T0))
     assert (effects.reports[0].nearest_plate, effects.reports[0].nearest_distance_m) == (None, None)
 
 
 def test_reports_leave_the_view_after_the_window(view: LiveView, clock: Clock) -> None:
-    handle(view, report(*PLAZA, T0))
+    view.apply(report(*PLAZA, T0))
     clock.advance(600)
     assert len(view.snapshot()["reports"]) == 1
     clock.advance(1)
@@ -285,7 +285,7 @@ def test_nearest_prefilter_agrees_with_brute_force(clock: Clock) -> None:
     live = LiveView(Rules.from_settings(), clock)
     for i in range(400):
         lat, lon = PLAZA[0] + rng.uniform(-0.3, 0.3), PLAZA[1] + rng.uniform(-0.3, 0.3)
-        handle(live, ping(f"AB{i:04d}", lat, lon, T0), replay=True)
+        live.apply(ping(f"AB{i:04d}", lat, lon, T0), replay=True)
     for _ in range(50):
         lat, lon = PLAZA[0] + rng.uniform(-0.5, 0.5), PLAZA[1] + rng.uniform(-0.5, 0.5)
         cart, distance = live.nearest(lat, lon)
@@ -299,7 +299,7 @@ def test_nearest_prefilter_agrees_with_brute_force(clock: Clock) -> None:
 
 def test_keep_carts_drops_those_of_other_instances(view: LiveView) -> None:
     for plate in ("BBCL12", "CDFG34", "ZZ9999"):
-        handle(view, ping(plate, *PLAZA, T0), replay=True)
+        view.apply(ping(plate, *PLAZA, T0), replay=True)
     assert sorted(view.keep_carts(lambda plate: plate != "CDFG34")) == ["CDFG34"]
     assert [c.plate for c in view.carts()] == ["BBCL12", "ZZ9999"]
 
@@ -324,9 +324,9 @@ def test_rebuild_offset(committed: int, at_time: int, start: int) -> None:
 def test_board_and_http_show_the_same_view(view: LiveView, clock: Clock) -> None:
     from zoneinfo import ZoneInfo
 
-    handle(view, ping("BBCL12", *PLAZA, T0))
-    handle(view, ping("ZZ9999", -33.0, -71.6, T0))
-    handle(view, report(*PLAZA, T0))
+    view.apply(ping("BBCL12", *PLAZA, T0))
+    view.apply(ping("ZZ9999", -33.0, -71.6, T0))
+    view.apply(report(*PLAZA, T0))
     console = Console(record=True, width=200)
     console.print(render(view.snapshot(), ZoneInfo("America/Santiago")))
     screen = console.export_text()
