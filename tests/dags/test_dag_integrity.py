@@ -8,6 +8,14 @@ import pytest
 
 EXPECTED_DAGS = {"sales_daily", "members_monthly", "members_premium"}
 
+# What each DAG declares (DESIGN §5, docs/SALES_DAILY.md, docs/MEMBERSHIP.md): its timetable,
+# its cron and zone (or the asset that triggers it), catchup and max_active_runs.
+DECLARED = {
+    "sales_daily": ("CronDataIntervalTimetable", "15 0 * * *", "America/Santiago", True, 1),
+    "members_monthly": ("CronDataIntervalTimetable", "0 0 1 * *", "America/Santiago", True, 1),
+    "members_premium": ("AssetTriggeredTimetable", "name='members_premium_applications'", None, False, 1),
+}
+
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db):
@@ -32,7 +40,14 @@ def test_dag_states_its_schedule_and_safety_settings(dagbag, dag_id):
     assert dag is not None
     assert dag.tags, "tags"
     assert dag.start_date is not None and dag.start_date.tzinfo is not None, "timezone-aware start_date"
-    assert dag.max_active_runs is not None
+    timetable, schedule, zone, catchup, max_active_runs = DECLARED[dag_id]
+    assert type(dag.timetable).__name__ == timetable
+    if zone is None:  # asset-triggered: the asset it waits for
+        assert schedule in repr(dag.timetable.asset_condition), dag.timetable.asset_condition
+    else:
+        assert dag.timetable.expression == schedule
+        assert str(dag.timetable.timezone) == zone
+    assert (dag.catchup, dag.max_active_runs) == (catchup, max_active_runs)
     assert dag.doc_md, "the module docstring is the DAG's doc_md"
     for task in dag.tasks:
         assert task.retries >= 2, f"{task.task_id} retries"
