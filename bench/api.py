@@ -70,7 +70,7 @@ def worker_exit(server, worker):
 def baseline_app():
     """The real app with a producer that does nothing (gunicorn loads this in each worker)."""
     from ingest_api import create_app
-    from ingest_api.delivery import NullProducer
+    from ingest_api.testing import NullProducer
 
     return create_app(producer=NullProducer())
 

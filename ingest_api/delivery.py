@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
@@ -259,55 +258,3 @@ def close_process_delivery(timeout: float = 30.0) -> None:
         if _process is not None and _process[0] == os.getpid():
             _process[1].close(timeout)
         _process = None
-
-
-# --- a producer that does nothing: the benchmark's baseline --------------------------------------
-
-
-class _Acknowledged:
-    __slots__ = ("_partition", "_topic")
-
-    def __init__(self, topic: str, partition: int) -> None:
-        self._topic = topic
-        self._partition = partition
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return 0
-
-
-def _metadata() -> SimpleNamespace:
-    """What list_topics would say of a broker holding exactly the declared topics."""
-    return SimpleNamespace(
-        brokers={0: None},
-        topics={
-            topic.name: SimpleNamespace(partitions=dict.fromkeys(range(topic.partitions)), error=None)
-            for topic in t.TOPICS
-        },
-    )
-
-
-class NullProducer:
-    """Acknowledges every record at once and keeps none: the framework's own cost, no broker."""
-
-    def produce(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None, **kwargs: Any
-    ) -> None:
-        callback = kwargs.get("on_delivery")
-        if callback is not None:
-            callback(None, _Acknowledged(topic, max(0, kwargs.get("partition", 0))))
-
-    def poll(self, timeout: float = 0) -> int:
-        time.sleep(timeout)
-        return 0
-
-    def flush(self, timeout: float = 0) -> int:
-        return 0
-
-    def list_topics(self, topic: str | None = None, timeout: float = 0) -> SimpleNamespace:
-        return _metadata()

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest_api import create_app
-from tests.integration.test_api import PLATE, auth, member, sale
+from tests.integration.api_support import PLATE, auth, member, sale
 from tests.support import TopicProbe
 
 HIDDEN_TEXT = "texto-que-no-debe-volver"  # hidden around the bad character; never echoed

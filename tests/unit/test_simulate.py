@@ -16,7 +16,7 @@ from gremio.settings import Settings
 from gremio.simulate import ApiDown, Reply, Simulation, distance_m, fleet, main, pirates
 from gremio.tokens import token_plate
 from ingest_api import create_app
-from ingest_api.delivery import NullProducer
+from ingest_api.testing import NullProducer
 
 SETTINGS = Settings(cart_token_secret="simulator-test-secret")
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
