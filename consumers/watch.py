@@ -89,3 +89,9 @@ def main(once: bool = False, interval: float = 2.0) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(once="--once" in sys.argv[1:]))

@@ -67,9 +67,13 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from consumers.watch import main as watch
+    """`python -m consumers.watch` in this process's place: the package below the
+    consumers does not import them (the one import that ran up the floors)."""
+    import os
 
-    return watch(once=args.once)
+    argv = [sys.executable, "-m", "consumers.watch", *(["--once"] if args.once else [])]
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter
+    return 0  # not reached: execv replaces this process
 
 
 def cmd_token(args: argparse.Namespace) -> int:

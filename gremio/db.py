@@ -24,10 +24,16 @@ def connect(settings: Settings | None = None, **kwargs) -> psycopg.Connection:
 
 
 def wait_for_db(settings: Settings | None = None, timeout: float = 60.0) -> None:
+    """Until the settings' database answers `select 1`, or TimeoutError."""
+    wait_for_dsn((settings or get_settings()).db_url, timeout)
+
+
+def wait_for_dsn(dsn: str, timeout: float = 60.0) -> None:
+    """Until PostgreSQL at `dsn` answers `select 1` (retried every 0.3 s), or TimeoutError."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with connect(settings, connect_timeout=2) as conn:
+            with psycopg.connect(dsn, connect_timeout=2) as conn:
                 conn.execute("select 1")
                 return
         except psycopg.OperationalError as exc:

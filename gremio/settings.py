@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     reports_dir: Path = REPO_ROOT / "reports"
     local_dir: Path = REPO_ROOT / ".local"
+    # An existing Kafka install whose libs/ the local broker runs from, instead of the
+    # jars Maven fetches into LOCAL_DIR (DESIGN §7).
+    kafka_home: Path | None = None
     guild_timezone: str = "America/Santiago"
 
     # --- ports (the local stack binds loopback only; containers set BIND_HOST=0.0.0.0) ---

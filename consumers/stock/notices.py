@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.markup import escape
 
-from consumers.stock.rules import Delivery
+from consumers.stock.rules import OrderDelivered
 from gremio.records import ReplenishmentOrder
 
 log = logging.getLogger("consumers.stock")
@@ -43,7 +43,7 @@ class Notices:
                 order.quantity,
             )
 
-    def delivered(self, delivery: Delivery) -> None:
+    def delivered(self, delivery: OrderDelivered) -> None:
         if self.on_terminal:
             when = delivery.delivered_at.astimezone(self.tz).strftime("%H:%M:%S")
             self.console.print(

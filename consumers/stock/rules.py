@@ -54,7 +54,7 @@ class CartState:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class OrderDelivered:
     """An open order closed as delivered by a sale that shows the stock back."""
 
     order_id: uuid.UUID
@@ -64,9 +64,9 @@ class Delivery:
 
 
 @dataclass(slots=True)
-class Decision:
+class BatchOutcome:
     opened: list[ReplenishmentOrder] = field(default_factory=list)
-    delivered: list[Delivery] = field(default_factory=list)
+    delivered: list[OrderDelivered] = field(default_factory=list)
     carts: dict[str, CartState] = field(default_factory=dict)  # carts whose state changed
     stale: list[Sale] = field(default_factory=list)  # older than the cart's newest sale
     repeated: list[Sale] = field(default_factory=list)  # already applied (redelivered, re-sent)
@@ -83,7 +83,7 @@ def handle(
     rules: Rules,
     now: datetime,
     applied: Iterable[uuid.UUID] = (),
-) -> Decision:
+) -> BatchOutcome:
     """Apply the sales in order to the carts' state; say which orders open and which close.
 
     `applied` holds sale ids that already took effect (they triggered an existing order).
@@ -91,7 +91,7 @@ def handle(
     sale states the cart's stock, so a redelivered or re-sent sale cannot open a second order
     or close a newer one.
     """
-    decision = Decision()
+    decision = BatchOutcome()
     seen = set(applied)
     for sale in sales:
         if sale.id in seen:
@@ -118,7 +118,7 @@ def handle(
         elif order is not None:
             # Delivered by the time of this sale, but not before the order existed.
             delivered_at = max(sale.sold_at, order.created_at)
-            decision.delivered.append(Delivery(order.id, sale.plate, sale.id, delivered_at))
+            decision.delivered.append(OrderDelivered(order.id, sale.plate, sale.id, delivered_at))
             order = None
         decision.carts[sale.plate] = replace(
             cart,

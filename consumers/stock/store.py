@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import namedtuple_row
 
-from consumers.stock.rules import CartState, Decision, OpenOrder, Rules, handle
+from consumers.stock.rules import BatchOutcome, CartState, OpenOrder, Rules, handle
 from gremio import db
 from gremio.records import ReplenishmentOrder, Sale
 from gremio.settings import Settings
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class Applied:
     """A committed batch: what it decided, and which orders' records are still to be sent."""
 
-    decision: Decision
+    decision: BatchOutcome
     opened: list[ReplenishmentOrder]  # new orders, now in the table
     republish: list[ReplenishmentOrder]  # committed by an interrupted run, never published
 
@@ -104,7 +104,7 @@ class OrderStore:
         with conn.transaction():
             return conn.execute(db.query("stock_prune_sales"), {"seconds": retention_seconds}).rowcount
 
-    def _write(self, conn: psycopg.Connection, decision: Decision) -> psycopg.Cursor | None:
+    def _write(self, conn: psycopg.Connection, decision: BatchOutcome) -> psycopg.Cursor | None:
         """Closes first (the one-open index), then new orders, then each cart's newest sale."""
         new_ids = {order.id for order in decision.opened}
         closes = [d for d in decision.delivered if d.order_id not in new_ids]

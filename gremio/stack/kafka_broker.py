@@ -6,13 +6,12 @@ ports). `KAFKA_HOME` pointing at an existing Kafka install takes precedence over
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from gremio.settings import REPO_ROOT
+from gremio.settings import REPO_ROOT, get_settings
 from gremio.stack.system import StackError, ensure_command
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -20,8 +19,8 @@ LOG4J2_CONFIG = REPO_ROOT / "deploy" / "kafka" / "log4j2.yaml"
 
 
 def libs_dir(local_dir: Path) -> Path:
-    """The broker's jar folder: $KAFKA_HOME/libs, or the Maven-filled cache."""
-    kafka_home = os.environ.get("KAFKA_HOME")
+    """The broker's jar folder: KAFKA_HOME/libs (a setting), or the Maven-filled cache."""
+    kafka_home = get_settings().kafka_home
     if kafka_home:
         libs = Path(kafka_home) / "libs"
         if not any(libs.glob("kafka_2.13-*.jar")):

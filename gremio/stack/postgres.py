@@ -12,7 +12,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,16 +115,12 @@ class PostgresCluster:
         ]  # fmt: skip
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with psycopg.connect(self.superuser_dsn(), connect_timeout=2) as conn:
-                    conn.execute("select 1")
-                    return
-            except psycopg.OperationalError as exc:
-                if time.monotonic() > deadline:
-                    raise StackError(f"PostgreSQL did not start within {timeout:.0f} s: {exc}") from exc
-                time.sleep(0.3)
+        from gremio.db import wait_for_dsn
+
+        try:
+            wait_for_dsn(self.superuser_dsn(), timeout)
+        except TimeoutError as exc:
+            raise StackError(f"PostgreSQL did not start: {exc}") from exc
 
     def superuser_dsn(self) -> str:
         return f"host={self.socket_dir} port={self.port} user=postgres dbname=postgres"

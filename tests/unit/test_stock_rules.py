@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from consumers.stock.notices import Notices
-from consumers.stock.rules import CartState, Delivery, OpenOrder, Rules, handle, order_id
+from consumers.stock.rules import CartState, OpenOrder, OrderDelivered, Rules, handle, order_id
 from gremio.records import ReplenishmentOrder, Sale
 from gremio.settings import Settings
 
@@ -86,7 +86,7 @@ def test_a_recovery_sale_closes_the_open_order_and_a_later_low_sale_opens_a_new_
     existing = open_order()
     recovery, low = sale(60, 1), sale(8, 2)
     decision = handle([recovery, low], {"BBCL12": CartState(open_order=existing)}, RULES, NOW)
-    assert decision.delivered == [Delivery(existing.id, "BBCL12", recovery.id, recovery.sold_at)]
+    assert decision.delivered == [OrderDelivered(existing.id, "BBCL12", recovery.id, recovery.sold_at)]
     assert [o.sale_id for o in decision.opened] == [low.id]
     assert decision.opened[0].quantity == 100
 
@@ -180,7 +180,7 @@ def test_notice_is_a_log_line_otherwise(caplog):
     order = handle([sale(15)], {}, RULES, NOW).opened[0]
     with caplog.at_level(logging.INFO, logger="consumers.stock"):
         notices.opened(order)
-        notices.delivered(Delivery(order.id, order.plate, uuid.uuid4(), NOW))
+        notices.delivered(OrderDelivered(order.id, order.plate, uuid.uuid4(), NOW))
     assert out.getvalue() == ""
     assert [r.getMessage() for r in caplog.records] == [
         f"replenishment order {order.id}: cart BBCL12, stock 15, send 90",
