@@ -44,6 +44,7 @@ from consumers.locations.web import LiveServer, create_app
 from gremio import db
 from gremio import kafka as gk
 from gremio import topics as t
+from gremio.credentials import staff_basic_auth
 from gremio.records import CartPosition, now_utc
 from gremio.runner import Envelope, Runner, decode
 from gremio.settings import REPO_ROOT, Settings, get_settings
@@ -305,6 +306,7 @@ def latency(settings: Settings, pings: int) -> dict[str, float]:
     try:
         api_conn, live_conn = Client(api_port), Client(server.port)
         tokens = {plate: cart_token(plate, settings) for plate in carts}
+        staff = staff_basic_auth(settings)  # the live service's staff login (STAFF_PASSWORD)
         for i in range(pings):
             plate = carts[i % len(carts)]
             # Standing still (no jump alerts); recorded_at tells this ping from the last.
@@ -318,7 +320,7 @@ def latency(settings: Settings, pings: int) -> dict[str, float]:
                 raise RuntimeError(f"POST /v1/locations: {status} {answer[:200]!r}")
             ping_id = json.loads(answer)["id"]
             while True:
-                shown = json.loads(live_conn.request("GET", "/v1/live")[1])
+                shown = json.loads(live_conn.request("GET", "/v1/live", headers=staff)[1])
                 if any(c["plate"] == plate and c["recorded_at"] == _iso(recorded_at) for c in shown["carts"]):
                     to_board.append(time.perf_counter() - accepted)
                     break

@@ -1,14 +1,16 @@
 """`gremio watch`: the running platform in one terminal screen.
 
 Carts, fugitive reports and alerts come from the live location service's `GET /v1/live`
-(the same board it draws in a terminal); refill orders come from PostgreSQL. Read-only:
-it can be started and stopped at will while `make up` runs.
+(the same board it draws in a terminal), with the staff login: LOCAL_DIR/staff-login.json
+as `make up` keeps it, or STAFF_USER and STAFF_PASSWORD for another deployment. Refill orders
+come from PostgreSQL. Read-only: it can be started and stopped at will while `make up` runs.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,13 +22,15 @@ from rich.text import Text
 
 from consumers.locations.board import render as render_live
 from gremio import db
+from gremio.credentials import staff_basic_auth
 from gremio.safetext import screen as cell
 from gremio.settings import Settings, get_settings
 
 
 def fetch_live(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     url = f"http://127.0.0.1:{settings.live_port}/v1/live"
-    with urllib.request.urlopen(url, timeout=3) as response:
+    asked = urllib.request.Request(url, headers=staff_basic_auth(settings))
+    with urllib.request.urlopen(asked, timeout=3) as response:  # noqa: S310 - loopback URL
         return json.load(response)
 
 
@@ -65,6 +69,14 @@ def screen(settings: Settings, tz: ZoneInfo) -> RenderableType:
     parts: list[RenderableType] = []
     try:
         parts.append(render_live(fetch_live(settings), tz, max_carts=12))
+    except urllib.error.HTTPError as exc:
+        why = (
+            "the staff login was refused: `make up` keeps it in .local/staff-login.json; "
+            "elsewhere set STAFF_USER and STAFF_PASSWORD"
+            if exc.code == 401
+            else str(exc)
+        )
+        parts.append(cell(f"live location service on port {settings.live_port}: {why}", "red"))
     except OSError as exc:
         parts.append(cell(f"live location service unreachable on port {settings.live_port}: {exc}", "red"))
     try:

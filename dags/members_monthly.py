@@ -12,11 +12,16 @@ Runs **@monthly at 00:00 America/Santiago** on the 1st and decides the month tha
    received: approved unless the RUT is already a member, the plate belongs to another
    member, the RUT is flagged in `background_flags` (antecedentes), or an earlier pending
    application has the same RUT. Approved applications become `members`. Nothing already
-   decided is decided again.
+   decided is decided again. Earlier months' regular applications still pending (ones that
+   reached the topic after their own month's run had drained it) are decided too, first,
+   in the same received order: none is left pending for good.
 3. **write_reports** writes `reports/members/YYYY-MM.txt` (for the guild's staff) and `.csv`:
    the new members, premium ones marked (the fast-track's approvals of the month, see
    `members_premium`), and the rejected applications with their reasons. A re-run rewrites
-   the same bytes.
+   the same bytes, once **check_list** has passed: every decided application of the month
+   is on the list exactly once and every rejection has a reason (the common-sql provider's
+   table check through `gremio_db`). A failed check fails the run at once, naming the check
+   and the application (by id), and the files are left as they were.
 
 **A past month**: trigger the DAG with the config `{"month": "2026-11"}`, or clear that
 month's run. Details: docs/MEMBERSHIP.md.
@@ -30,11 +35,31 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from dag_defaults import REPORT_DEFAULT_ARGS
 from kafka_drain import KafkaDrainOperator
+from report_checks import ReportTableCheckOperator
 
+from gremio.db import query
 from gremio.settings import get_settings
 
 SETTINGS = get_settings()
 TIMEZONE = SETTINGS.guild_timezone
+
+
+def guild_month(data_interval_start, params) -> dict[str, str]:
+    """The run's month and its bounds in the guild's zone (a template macro for the checks)."""
+    from gremio import guild_time
+
+    month = guild_time.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"))
+    start, end = guild_time.month_bounds(month, TIMEZONE)
+    return {"month": f"{month:%Y-%m}", "month_start": start.isoformat(), "month_end": end.isoformat()}
+
+
+# The check's query parameters: rendered per run, passed to the driver (never into the SQL text).
+MONTH_PARAMETERS = {
+    key: f"{{{{ guild_month(data_interval_start, params)['{key}'] }}}}"
+    for key in ("month_start", "month_end")
+}
+# The month's list, as write_reports reads it, inside the check's relation.
+LIST_CHECK = query("members_monthly_check").replace("/* members_report */", query("members_report"))
 
 
 @dag(
@@ -46,6 +71,7 @@ TIMEZONE = SETTINGS.guild_timezone
     default_args=REPORT_DEFAULT_ARGS,
     tags=["gremio", "members", "reports"],
     doc_md=__doc__,
+    user_defined_macros={"guild_month": guild_month},
     params={
         "month": Param(
             None,
@@ -70,18 +96,19 @@ def members_monthly():
 
     @task
     def decide_month(data_interval_start=None, params=None, dag_run=None) -> str:
-        """Decide the month's pending regular applications; returns the month, YYYY-MM."""
+        """Decide the month's (and earlier months') pending regular applications; returns the month, YYYY-MM."""
         from airflow.providers.postgres.hooks.postgres import PostgresHook
 
         from gremio import guild_time, membership
 
         month = guild_time.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"))
-        start, end = guild_time.month_bounds(month, TIMEZONE)
+        _, end = guild_time.month_bounds(month, TIMEZONE)
         with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
+            # Everything pending received before the month ended: a late arrival of an earlier
+            # month (drained after that month's run) is decided now rather than never.
             membership.decide_pending(
                 conn,
                 premium=False,
-                received_from=start,
                 received_until=end,
                 decided_by=f"members_monthly/{dag_run.run_id}",
             )
@@ -99,9 +126,24 @@ def members_monthly():
             rows = membership.month_decisions(conn, when, TIMEZONE)
         return [str(p) for p in membership_report.write_monthly(when, rows)]
 
+    # Checks before publishing: the list as write_reports would read it, against the decisions.
+    check = ReportTableCheckOperator(
+        task_id="check_list",
+        conn_id="gremio_db",
+        table=f"({LIST_CHECK}) as month_list",
+        checks={
+            "listed_once": {"check_statement": "times_listed = 1"},
+            "decided_in_the_month": {"check_statement": "decided_in_month"},
+            "rejection_has_reason": {"check_statement": "has_reason"},
+        },
+        parameters=MONTH_PARAMETERS,
+        subject="application",
+        what="members_monthly {{ guild_month(data_interval_start, params)['month'] }}",
+    )
+
     decided = decide_month()
     drain >> decided
-    write_reports(decided)
+    decided >> check >> write_reports(decided)
 
 
 members_monthly()

@@ -18,6 +18,18 @@ asset event queues a run. Two steps:
    and a run decides whatever is pending, so none is lost. Approved applications become
    `members` at once; they appear in the month's list (`members_monthly`) with a ★.
 
+**And every few minutes** (`MEMBERS_PREMIUM_SWEEP_MINUTES`, default 5): the schedule is
+asset-or-time, so a run also starts on the clock. That is the safety net for a run that
+failed all its retries (PostgreSQL down for a minute, say) and for an event lost between the
+trigger's offset commit and Airflow storing it: the next sweep drains and decides whatever is
+still pending. A third step,
+
+3. **alert_stalled** (runs even when the others failed), raises one `premium_pending` record
+   on the Kafka topic `alerts` for each premium application still pending
+   `PREMIUM_PENDING_ALERT_SECONDS` (60 s) after it was received: the application id and a
+   masked RUT, nothing else. Each application is alerted once (`pending_alerted_at`), with
+   an alert id derived from the application id.
+
 A run with nothing pending (a re-sent application, or an event whose record an earlier run
 already decided) decides nothing. Triggering the DAG by hand does the same sweep.
 Details, and why event-driven: docs/MEMBERSHIP.md.
@@ -29,12 +41,13 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from airflow.providers.apache.kafka.triggers.msg_queue import KafkaMessageQueueTrigger
-from airflow.sdk import Asset, AssetWatcher, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, dag, task
 from kafka_drain import KafkaDrainOperator
 
 from gremio.settings import get_settings
 
 SETTINGS = get_settings()
+TIMEZONE = SETTINGS.guild_timezone
 
 PREMIUM_APPLICATIONS = Asset(
     name="members_premium_applications",
@@ -58,8 +71,15 @@ PREMIUM_APPLICATIONS = Asset(
 
 @dag(
     dag_id="members_premium",
-    schedule=[PREMIUM_APPLICATIONS],
-    start_date=datetime(2026, 11, 1, tzinfo=ZoneInfo(SETTINGS.guild_timezone)),
+    # On each premium application's asset event, and on the clock: the sweep that decides
+    # whatever a failed or lost run left pending.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(
+            f"*/{SETTINGS.members_premium_sweep_minutes} * * * *", timezone=TIMEZONE
+        ),
+        assets=[PREMIUM_APPLICATIONS],
+    ),
+    start_date=datetime(2026, 11, 1, tzinfo=ZoneInfo(TIMEZONE)),
     catchup=False,
     max_active_runs=1,
     default_args={
@@ -94,7 +114,22 @@ def members_premium():
             )
         return membership.summary(decisions)
 
-    drain >> decide_premium()
+    @task(trigger_rule="all_done")
+    def alert_stalled() -> list[str]:
+        """One `premium_pending` alert for each premium application pending too long; their ids."""
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+        from kafka_drain import _producer
+
+        from gremio import membership
+        from gremio.settings import get_settings
+
+        older_than = timedelta(seconds=get_settings().premium_pending_alert_seconds)
+        prod = _producer("kafka_default")
+        with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
+            alerts = membership.alert_stalled_premium(conn, prod, older_than)
+        return [str(a.id) for a in alerts]
+
+    drain >> decide_premium() >> alert_stalled()
 
 
 members_premium()

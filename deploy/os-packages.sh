@@ -3,6 +3,7 @@
 #   PostgreSQL server   the system of record (run as a private cluster, never the system one)
 #   Java 17 + Maven     the Kafka broker, whose jars Maven fetches from Maven Central
 #   Chromium            headless browser tests of the web pages
+#   Redis               the API's shared rate-limit counters (`make up` runs redis-server on loopback)
 #   wrk                 HTTP benchmarks
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v chromium >/dev/null || need+=(chromium)
+command -v redis-server >/dev/null || need+=(redis-server)
 command -v wrk >/dev/null || need+=(wrk)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else

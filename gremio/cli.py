@@ -17,9 +17,36 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from gremio.credentials import ensure_local_secrets
+    from gremio.settings import local_secrets_file
     from gremio.stack.local import up
 
+    # Before the settings are read: they require the secrets this makes on the first run.
+    if ensure_local_secrets(local_secrets_file().parent):
+        print(f"secrets: generated the local stack's own in {local_secrets_file()} (mode 0600)")
+        get_settings.cache_clear()
     return up(get_settings())
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    """Write every secret docker-compose.yaml requires into a .env, fresh and random."""
+    import os
+    from pathlib import Path
+
+    from gremio.credentials import write_deployment_env, write_deployment_staff_login
+
+    path = Path(args.env_file)
+    added = write_deployment_env(path)
+    # The staff login (live map, /v1/live): its hash in .env, the clear login beside it.
+    login_file = write_deployment_staff_login(path, os.environ.get("STAFF_USER") or "staff")
+    added += ["STAFF_PASSWORD_HASH"] if login_file else []
+    kept = "" if added else "; every secret was already there, nothing changed"
+    print(f"{path}: {len(added)} secret(s) written, mode 0600{kept}")
+    for name in added:
+        print(f"  {name}")
+    if login_file:
+        print(f"the staff login (user and password) is in {login_file}, mode 0600")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -39,6 +66,33 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     applied = db.migrate()
     print(f"{len(applied)} migration(s) applied" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def cmd_db_roles(args: argparse.Namespace) -> int:
+    from gremio import db_roles
+
+    try:
+        names = db_roles.ensure_logins()
+    except db_roles.RoleError as exc:
+        print(f"gremio: {exc}", file=sys.stderr)
+        return 1
+    print("database roles with LOGIN and their passwords: " + ", ".join(names))
+    return 0
+
+
+def cmd_kafka_access(args: argparse.Namespace) -> int:
+    from gremio import kafka_access
+
+    settings = get_settings()
+    if args.show:
+        print("\n".join(kafka_access.describe(kafka_access.principals(settings))))
+        return 0
+    done = kafka_access.apply(settings)
+    print(
+        f"kafka principals: {done['users']} SCRAM user(s) set; ACLs: {done['created']} created,"
+        f" {done['deleted']} stale deleted"
+    )
     return 0
 
 
@@ -77,13 +131,30 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from gremio.tokens import cart_token
+    """`gremio token PLATE` prints a new token; `gremio token revoke PLATE` revokes them all."""
+    from confluent_kafka import KafkaException
 
+    from gremio.tokens import cart_token, revoke
+
+    action, plate = ("issue", args.first) if args.plate is None else (args.first, args.plate)
+    if action not in ("issue", "revoke") or plate == "revoke":
+        print("usage: gremio token PLATE | gremio token revoke PLATE", file=sys.stderr)
+        return 2
     try:
-        print(cart_token(args.plate, get_settings()))
+        if action == "issue":
+            print(cart_token(plate, get_settings()))
+            return 0
+        revoked_at = revoke(plate, get_settings())
     except ValueError as exc:
         print(f"gremio token: {exc}", file=sys.stderr)
         return 2
+    except KafkaException as exc:
+        print(f"gremio token revoke: not revoked, Kafka said: {exc.args[0]}", file=sys.stderr)
+        return 1
+    print(
+        f"revoked every token of {plate.upper()} issued up to {revoked_at.isoformat(timespec='milliseconds')}:"
+        " every API worker refuses them within 10 s. `gremio token PLATE` issues a new one."
+    )
     return 0
 
 
@@ -174,8 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = add("status", cmd_status, "show each part's health")
     status.add_argument("--wait", type=float, default=0, help="wait up to this many seconds for health")
     add("migrate", cmd_migrate, "apply the SQL migrations in sql/")
+    add(
+        "db-roles",
+        cmd_db_roles,
+        "give the services' database roles LOGIN and their passwords (after migrate)",
+    )
     add("topics", cmd_topics, "create missing topics and grow partition counts")
+    access = add("kafka-access", cmd_kafka_access, "create the Kafka SCRAM users and their ACLs, as admin")
+    access.add_argument("--show", action="store_true", help="print who may do what, change nothing")
     add("settings", cmd_settings, "print the settings in force (secrets masked)")
+    secrets = add("secrets", cmd_secrets, "write fresh random secrets for docker compose into a .env (0600)")
+    secrets.add_argument("--env-file", default=".env", help="the file to write (default: ./.env)")
     airflow = add(
         "airflow", cmd_airflow, "run Airflow's CLI against the local stack, e.g. `gremio airflow dags list`"
     )
@@ -184,8 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch = add("watch", cmd_watch, "carts, reports, alerts and refill orders of the running stack, live")
     watch.add_argument("--once", action="store_true", help="print one screen and exit")
 
-    token = add("token", cmd_token, "print the API token of a cart")
-    token.add_argument("plate", help="the cart's plate, e.g. BBCL12")
+    token = add("token", cmd_token, "print a new API token of a cart, or revoke all its tokens")
+    token.usage = "gremio token PLATE | gremio token revoke PLATE"
+    token.add_argument("first", metavar="PLATE | revoke", help="the cart's plate, e.g. BBCL12; or `revoke`")
+    token.add_argument(
+        "plate", nargs="?", metavar="PLATE", help="after `revoke`: the cart whose tokens to revoke"
+    )
 
     simulate = add("simulate", cmd_simulate, "drive simulated carts, clients and applicants against the API")
     simulate.add_argument("--carts", type=int, default=None, help="number of carts (default SIMULATE_CARTS)")

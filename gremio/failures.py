@@ -29,6 +29,8 @@ from typing import TypeVar
 import psycopg
 from confluent_kafka import KafkaError, KafkaException
 
+from gremio.logs import redact_personal_data
+
 T = TypeVar("T")
 
 
@@ -86,7 +88,9 @@ def reason(exc: BaseException) -> str:
     name = type(exc).__name__
     sqlstate = getattr(exc, "sqlstate", None)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{name}{f' [{sqlstate}]' if sqlstate else ''}: {first}"[:500]
+    # A driver's message can quote a value ("invalid input syntax ...: \"...\""): no RUT or
+    # e-mail leaves in a reason, which goes to logs and to the dead letter's headers.
+    return redact_personal_data(f"{name}{f' [{sqlstate}]' if sqlstate else ''}: {first}")[:500]
 
 
 def isolate(items: Sequence[T], apply: Callable[[Sequence[T]], None]) -> list[tuple[T, BaseException]]:

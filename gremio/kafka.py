@@ -8,7 +8,15 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
 
 from gremio import topics as t
 from gremio.settings import Settings, get_settings
@@ -106,6 +114,9 @@ def ensure_topics(
     topic with fewer replicas is reported, not changed: adding replicas moves data, which is
     an operator's decision (kafka-reassign-partitions, docs/SCALING.md).
 
+    A topic's declared config (cleanup.policy=compact, ...) is set when it is created, and set
+    again on an existing topic that differs (one a broker auto-created, say): "config set: ...".
+
     Returns what was done per topic: "created", "grown to N" or "ok".
     """
     settings = settings or get_settings()
@@ -149,8 +160,36 @@ def ensure_topics(
                 raise
     for future in client.create_partitions(to_grow, request_timeout=timeout).values() if to_grow else []:
         future.result()
+    for name, changed in _align_configs(
+        client, [tp for tp in declared if tp.name in existing], timeout
+    ).items():
+        done[name] = ("" if done[name] == "ok" else f"{done[name]}, ") + f"config set: {changed}"
     _wait_for_partitions(client, declared, timeout)
     return done
+
+
+def _align_configs(client: AdminClient, topics: Sequence[t.Topic], timeout: float) -> dict[str, str]:
+    """Set the declared config keys that differ on existing topics; returns what changed."""
+    declared = {tp.name: dict(tp.config) for tp in topics if tp.config}
+    if not declared:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in declared]
+    changes: list[ConfigResource] = []
+    changed: dict[str, str] = {}
+    for resource, future in client.describe_configs(resources, request_timeout=timeout).items():
+        have = {key: entry.value for key, entry in future.result().items()}
+        wrong = {k: v for k, v in declared[resource.name].items() if have.get(k) != v}
+        if wrong:
+            entries = [
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in wrong.items()
+            ]
+            changes.append(ConfigResource(ResourceType.TOPIC, resource.name, incremental_configs=entries))
+            changed[resource.name] = ", ".join(f"{k}={v}" for k, v in wrong.items())
+    for future in (
+        client.incremental_alter_configs(changes, request_timeout=timeout).values() if changes else []
+    ):
+        future.result()
+    return changed
 
 
 def _wait_for_partitions(client: AdminClient, declared: Iterable[t.Topic], timeout: float) -> None:

@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +33,13 @@ from psycopg.rows import dict_row, namedtuple_row
 
 from gremio.db import query
 from gremio.guild_time import month_bounds
-from gremio.records import MemberApplication, now_utc
+from gremio.records import Alert, MemberApplication, now_utc
 from gremio.safetext import mask_rut
 from gremio.topics import MEMBERS_PREMIUM_PARTITION
 
 if TYPE_CHECKING:
     import psycopg
-    from confluent_kafka import Message
+    from confluent_kafka import Message, Producer
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,54 @@ def month_decisions(conn: psycopg.Connection, month: date, timezone: str) -> lis
     start, end = month_bounds(month, timezone)
     cur = conn.cursor(row_factory=dict_row)
     return cur.execute(query("members_report"), {"month_start": start, "month_end": end}).fetchall()
+
+
+# --- the premium safety net: applications pending too long raise an alert ------------------------
+
+# uuid5 namespace of the `premium_pending` alerts: an application's alert id is always the same.
+PREMIUM_PENDING_NAMESPACE = uuid.UUID("6d1f3c9e-4b8a-5e2f-9a07-3c5d2e1b8f40")
+
+
+def premium_pending_alert(application_id: uuid.UUID, rut: str, received_at: datetime, now: datetime) -> Alert:
+    """The alert for a premium application still pending at `now`: its id and a masked RUT only."""
+    waited = int((now - received_at).total_seconds())
+    return Alert(
+        id=uuid.uuid5(PREMIUM_PENDING_NAMESPACE, str(application_id)),
+        kind="premium_pending",
+        detail=f"premium application {application_id} (RUT {mask_rut(rut)}) pending for {waited} s",
+        created_at=now,
+    )
+
+
+def alert_stalled_premium(
+    conn: psycopg.Connection, prod: Producer, older_than: timedelta, now: datetime | None = None
+) -> list[Alert]:
+    """One `premium_pending` alert on `alerts` for each premium application pending since before
+    `now - older_than` and not alerted yet; returns the alerts raised.
+
+    The alerts are on the topic (acknowledged) before the database remembers them; were that
+    commit lost, the next sweep would send the same alert again, with the same id.
+    """
+    from gremio import kafka as gk
+    from gremio import topics as t
+
+    now = now or now_utc()
+    with conn.transaction():
+        rows = conn.execute(query("members_premium_stalled"), {"older_than": now - older_than}).fetchall()
+        alerts = [premium_pending_alert(app_id, rut, received_at, now) for app_id, rut, received_at in rows]
+        if not alerts:
+            return []
+        gk.produce_all(
+            prod,
+            [
+                gk.Outgoing.of(a, t.ALERTS.name, str(app_id))
+                for a, (app_id, _, _) in zip(alerts, rows, strict=True)
+            ],
+        )
+        conn.execute(query("members_premium_alerted"), {"ids": [row[0] for row in rows], "alerted_at": now})
+    for a in alerts:
+        log.warning("premium_pending: %s", a.detail)  # the application id and a masked RUT only
+    return alerts
 
 
 # --- the AssetWatcher's apply_function (runs in the triggerer) ------------------------------------------

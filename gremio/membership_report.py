@@ -17,7 +17,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gremio.membership import spanish_reason
-from gremio.report_files import MONTHS, cl_int, csv_bytes, text_lines, text_table, write_atomic
+from gremio.report_files import (
+    MONTHS,
+    PERSONAL_DATA_FILE,
+    cl_int,
+    csv_bytes,
+    text_lines,
+    text_table,
+    write_atomic,
+)
 from gremio.safetext import csv_cell
 from gremio.settings import Settings, get_settings
 
@@ -45,10 +53,12 @@ def write_monthly(
     settings = settings or get_settings()
     tz = settings.guild_timezone
     folder = members_dir(settings.reports_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o750)  # personal data: the staff's (owner and group) only
     name = f"{month:%Y-%m}"
     return [
-        write_atomic(folder / f"{name}.txt", render_txt(month, rows, tz)),
-        write_atomic(folder / f"{name}.csv", render_csv(month, rows, tz)),
+        write_atomic(folder / f"{name}.txt", render_txt(month, rows, tz), PERSONAL_DATA_FILE),
+        write_atomic(folder / f"{name}.csv", render_csv(month, rows, tz), PERSONAL_DATA_FILE),
     ]
 
 

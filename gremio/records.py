@@ -452,7 +452,7 @@ class ReplenishmentOrder(Record):
     created_at: Timestamp
 
 
-AlertKind = Literal["jump", "out_of_area", "unregistered_cart", "fugitive_report"]
+AlertKind = Literal["jump", "out_of_area", "unregistered_cart", "fugitive_report", "premium_pending"]
 
 
 class Alert(Record):

@@ -30,7 +30,12 @@ MONTHS = (
 # --- files ------------------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, content: bytes) -> Path:
+# The monthly members list names applicants with their RUT: its files are the staff's only
+# (owner and group), while the daily sales statistics are readable by anyone on the machine.
+PUBLIC_FILE, PERSONAL_DATA_FILE = 0o644, 0o640
+
+
+def write_atomic(path: Path, content: bytes, mode: int = PUBLIC_FILE) -> Path:
     """Write `content` to a temporary file beside `path`, flush it to disk, rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -39,7 +44,7 @@ def write_atomic(path: Path, content: bytes) -> Path:
             out.write(content)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

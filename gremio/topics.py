@@ -40,7 +40,20 @@ DEADLETTER = Topic(
     (("max.message.bytes", str(8 * 1024 * 1024)),),
 )
 
-TOPICS: tuple[Topic, ...] = (MEMBERS, SALES, LOCATIONS, REPLENISHMENTS, ALERTS, DEADLETTER)
+# Revoked cart tokens (`gremio token revoke PLATE`): the latest revocation of each plate, kept
+# forever by compaction, and read from the beginning by every API worker (ingest_api/revocations.py).
+CART_REVOCATIONS = Topic(
+    "cart_revocations",
+    2,
+    "plate",
+    "CartRevocation {plate, revoked_at}",
+    "by key",
+    (("cleanup.policy", "compact"),),
+)
+
+TOPICS: tuple[Topic, ...] = (
+    MEMBERS, SALES, LOCATIONS, REPLENISHMENTS, ALERTS, DEADLETTER, CART_REVOCATIONS,
+)  # fmt: skip
 BY_NAME = {topic.name: topic for topic in TOPICS}
 
 MEMBERS_REGULAR_PARTITION = 0

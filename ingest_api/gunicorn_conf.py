@@ -6,7 +6,8 @@ gthread workers: a request thread blocks until the broker acknowledges its recor
 few threads per worker keep the CPU busy while others wait. API_WORKERS and API_THREADS
 default to what measured best on a 2-core machine (docs/BENCHMARKS.md, "Ingest API").
 Each worker owns one long-lived idempotent acks=all producer, created after the fork and
-flushed when the worker exits.
+flushed when the worker exits, and one reader of the revoked cart tokens
+(ingest_api/revocations.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 from gremio.logs import setup_logging  # noqa: E402
 from gremio.settings import get_settings  # noqa: E402
+from gremio.tokens import signing_keys  # noqa: E402
 
 setup_logging()
-_settings = get_settings()
+_settings = get_settings()  # a refused setting stops gunicorn here, with one line naming it
+_settings.require("cart_token_secret")
+signing_keys(_settings)  # and a half-set key rotation (docs/API.md, "Rotating CART_TOKEN_SECRET")
 
 wsgi_app = "ingest_api:create_app()"
 bind = [f"{_settings.bind_host}:{_settings.api_port}"]
@@ -47,18 +51,22 @@ def post_fork(server, worker) -> None:
     A fatal producer error retires the worker; gunicorn starts a fresh one with a new producer.
     """
     from ingest_api.delivery import process_delivery
+    from ingest_api.revocations import process_revocations
 
     def retire() -> None:
         worker.alive = False
 
     process_delivery(_settings, on_fatal=retire)
+    process_revocations(_settings)  # the worker's own reader of cart_revocations, from the start
 
 
 def worker_exit(server, worker) -> None:
     """Flush whatever the worker still has in flight before it goes."""
     from ingest_api.delivery import close_process_delivery
+    from ingest_api.revocations import close_process_revocations
 
     close_process_delivery(timeout=graceful_timeout)
+    close_process_revocations()
 
 
 def child_exit(server, worker) -> None:

@@ -12,7 +12,7 @@ import math
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flask import Response, current_app, request
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from gremio.kafka import Outgoing
 from gremio.records import Record, request_id
 from gremio.settings import Settings
-from gremio.tokens import InvalidToken, token_plate
+from gremio.tokens import InvalidToken, from_ms, verify
 from ingest_api import metrics
 from ingest_api.delivery import Delivered, Delivery, NotDelivered
 from ingest_api.problems import (
@@ -32,6 +32,7 @@ from ingest_api.problems import (
     is_malformed_json,
     validation_errors,
 )
+from ingest_api.revocations import Revocations
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,10 +42,12 @@ BEARER = "bearer "
 
 @dataclass(frozen=True)
 class ApiState:
-    """What the app's views share: the settings in force and the delivery path."""
+    """What the app's views share: the settings in force, the delivery path, and the revoked
+    cart tokens this process knows of."""
 
     settings: Settings
     delivery: Delivery
+    revocations: Revocations = field(default_factory=Revocations)
 
 
 def state() -> ApiState:
@@ -107,7 +110,8 @@ def body(model: type[M], max_bytes: int | None = None) -> M:
 
 
 def cart_plate() -> str:
-    """The plate of the cart whose token came with the request, or 401."""
+    """The plate of the cart whose token came with the request, or 401 (missing, forged,
+    signed with a retired key, or revoked: issued at or before its plate's revocation)."""
     header = request.headers.get("Authorization", "")
     challenge = {"WWW-Authenticate": 'Bearer realm="gremio carts"'}
     if not header.lower().startswith(BEARER) or not header[len(BEARER) :].strip():
@@ -117,8 +121,9 @@ def cart_plate() -> str:
             [field_error("Authorization", "missing bearer token", "missing")],
             challenge,
         )
+    api = state()
     try:
-        return token_plate(header[len(BEARER) :], state().settings)
+        token = verify(header[len(BEARER) :], api.settings)
     except InvalidToken as exc:
         raise ApiProblem(
             401,
@@ -126,6 +131,19 @@ def cart_plate() -> str:
             [field_error("Authorization", str(exc), "invalid_token")],
             challenge,
         ) from None
+    revoked_ms = api.revocations.revoked_ms(token.plate)
+    if revoked_ms is not None and token.issued_ms <= revoked_ms:
+        revoked_at = from_ms(revoked_ms).isoformat(timespec="milliseconds")
+        raise ApiProblem(
+            401,
+            f"the cart token was revoked at {revoked_at}: ask the guild for a new one"
+            f" (`gremio token {token.plate}`)",
+            [field_error("Authorization", "the token was revoked", "revoked_token")],
+            {
+                "WWW-Authenticate": 'Bearer realm="gremio carts", error="invalid_token", error_description="revoked"'
+            },
+        )
+    return token.plate
 
 
 def require_cart(authenticated: str, plate: str, field: str = "plate") -> None:

@@ -19,11 +19,16 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """503 while Kafka is unreachable or the topics are missing (a cached, cheap check)."""
-    ok, detail = intake.state().delivery.ready()
+    """503 while Kafka is unreachable or the topics are missing (a cached, cheap check).
+
+    `revocations` says whether this worker has read cart_revocations to its end and how many
+    revoked carts it knows; a worker that cannot read them keeps serving (docs/API.md).
+    """
+    api = intake.state()
+    ok, detail = api.delivery.ready()
     if not ok:
         return problem_response(503, detail, headers={"Retry-After": "5"})
-    return jsonify(status="ready", detail=detail)
+    return jsonify(status="ready", detail=detail, revocations=api.revocations.status())
 
 
 @bp.get("/openapi.json")

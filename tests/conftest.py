@@ -33,11 +33,12 @@ get_settings.cache_clear()
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest) -> Iterator[ThrowawayStack]:
     """The running broker and database, with topics and migrations in place."""
-    from gremio import db, kafka
+    from gremio import db, db_roles, kafka
 
     try:
         STACK.start()
         db.migrate()
+        db_roles.ensure_logins()  # as `make up`: the services connect as their own roles
         kafka.ensure_topics()
     except BaseException:
         STACK.stop()
@@ -47,6 +48,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[ThrowawayStack]:
     delivery = sys.modules.get("ingest_api.delivery")
     if delivery is not None:
         delivery.close_process_delivery(timeout=5)
+    revocations = sys.modules.get("ingest_api.revocations")  # and its reader of cart_revocations
+    if revocations is not None:
+        revocations.close_process_revocations()
     STACK.stop()
     if request.session.testsfailed:
         print(f"\ntest services' logs kept in {ROOT / 'logs'}", file=sys.stderr)

@@ -214,6 +214,14 @@ def http(
         return Answer(0, {}, b"")
 
 
+def staff_auth() -> dict[str, str]:
+    """The staff login's Authorization header (the test stack's STAFF_PASSWORD): the live
+    service's map and /v1/live need it (consumers/locations/web.py)."""
+    from gremio.credentials import staff_basic_auth
+
+    return staff_basic_auth(get_settings())
+
+
 def metric_value(text: str, name: str, **labels: str) -> float | None:
     """The sum of `name`'s samples whose labels include `labels`; None when there are none."""
     total, found = 0.0, False
@@ -285,6 +293,7 @@ class StockProcess(ServiceProcess):
     def __init__(self, log: Path, group: str, **env: str) -> None:
         port = free_port()
         settings = {
+            "DATABASE_URL": get_settings().role_db_url("stock"),  # its own role, as in make up
             "STOCK_GROUP_ID": group,
             "STOCK_METRICS_PORT": str(port),
             "STOCK_SESSION_TIMEOUT_SECONDS": "6",
@@ -299,12 +308,16 @@ class LocationsProcess(ServiceProcess):
 
     def __init__(self, log: Path, group: str, **env: str) -> None:
         port = free_port()
-        settings = {"LIVE_GROUP_ID": group, "LIVE_PORT": str(port), "LIVE_SESSION_TIMEOUT_SECONDS": "6"}
+        settings = {
+            "DATABASE_URL": get_settings().role_db_url("locations"),  # its own role, as in make up
+            "LIVE_GROUP_ID": group, "LIVE_PORT": str(port), "LIVE_SESSION_TIMEOUT_SECONDS": "6",
+        }  # fmt: skip
         super().__init__("consumers.locations", log, port, {**settings, **env})
 
     def live(self) -> dict[str, list[dict[str, Any]]] | None:
         """GET /v1/live, or None while the service does not answer."""
-        answer = http("GET", f"http://127.0.0.1:{self.metrics_port}/v1/live", timeout=10)
+        url = f"http://127.0.0.1:{self.metrics_port}/v1/live"
+        answer = http("GET", url, headers=staff_auth(), timeout=10)
         return answer.json() if answer.status == 200 else None
 
     def carts(self) -> dict[str, dict[str, Any]]:
@@ -462,13 +475,17 @@ def assignments(group: str) -> list[set[tuple[str, int]]]:
 
 
 def waits_on_lock(application_name: str) -> bool:
-    """Whether a session of that name (the drain's is "drain TOPIC") is waiting for a lock now."""
+    """Whether a session of that name (the drain's is "drain TOPIC") is waiting for a lock now.
+
+    From pg_locks: pg_stat_activity hides another role's wait events (the drain connects as
+    gremio_airflow, the test as the owner), but not its application_name or its locks."""
     from gremio import db
 
     with db.connect() as conn:
         return bool(
             conn.execute(
-                "select 1 from pg_stat_activity where application_name = %s and wait_event_type = 'Lock'",
+                "select 1 from pg_stat_activity a join pg_locks l on l.pid = a.pid"
+                " where a.application_name = %s and not l.granted",
                 (application_name,),
             ).fetchone()
         )
@@ -515,7 +532,8 @@ def make_topic(name: str, partitions: int) -> str:
 
 
 def make_table(name: str, like: str) -> str:
-    """A table of this test's own, shaped like `like` (keys, defaults, indexes); returns its name."""
+    """A table of this test's own, shaped like `like` (keys, defaults, indexes), that the drain's
+    role (gremio_airflow) may load as it loads `like`; returns its name."""
     from psycopg import sql
 
     from gremio import db
@@ -526,4 +544,5 @@ def make_table(name: str, like: str) -> str:
                 sql.Identifier(name), sql.Identifier(like)
             )
         )
+        conn.execute(sql.SQL("grant select, insert on {} to gremio_airflow").format(sql.Identifier(name)))
     return name

@@ -49,7 +49,7 @@ from gremio import db, failures
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.failures import Failure
-from gremio.logs import setup_logging
+from gremio.logs import PersonalDataFilter, setup_logging
 from gremio.records import AlertKind, CartPosition, FugitiveReport, Record, Sale, now_utc
 from gremio.runner import BaseService, Envelope, run_service
 from gremio.settings import Settings, get_settings
@@ -384,15 +384,16 @@ def main() -> int:
     from consumers.locations.web import LiveServer, create_app
 
     settings = get_settings()
+    settings.require("staff_password_hash")  # the live map's staff login (web.py)
     console = None
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.logging import RichHandler
 
         console = Console()
-        logging.basicConfig(
-            level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
-        )
+        handler = RichHandler(console=console, show_path=False)
+        handler.addFilter(PersonalDataFilter())
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     else:
         setup_logging()

@@ -4,18 +4,34 @@ The app is built by `create_app(view)` with one blueprint per resource. The map 
 (templates/live.html, static/live.js, over gremio.web's offline map) polls `/v1/live`
 every 2 s. It is served from a thread of the service process by werkzeug, which is plenty
 for a few dashboards polling every 2 s.
+
+**Staff login.** The map and `/v1/live` show where every cart is, so every path needs the
+staff login (HTTP Basic, STAFF_USER and a werkzeug hash in STAFF_PASSWORD_HASH; `make up` and
+`gremio secrets` generate them, docs/OPERATIONS.md). A browser asks for it once and sends it
+with the page's polls. A successful check is remembered for CACHE_SECONDS, keyed by a SHA-256
+of the header, so polling does not pay scrypt every 2 s; a failed one is never remembered.
+`/metrics` (counts only: no plate, position or personal data) is open to loopback clients,
+the local Prometheus; from anywhere else it needs the login too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+import json
 import logging
 import threading
+import time
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, url_for
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from werkzeug.datastructures import Authorization
+from werkzeug.security import check_password_hash
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from consumers.locations.view import LiveView
+from gremio.settings import Settings, get_settings
 from gremio.web import assets, page
 
 log = logging.getLogger(__name__)
@@ -24,6 +40,78 @@ live = Blueprint("live", __name__)
 metrics = Blueprint("metrics", __name__)
 live_map = Blueprint("live_map", __name__)
 REFRESH_SECONDS = 2.0  # how often the map page polls /v1/live
+REALM = "gremio staff"
+CACHE_SECONDS = 60.0  # how long a successful login check is remembered
+CACHE_MAX = 256  # remembered headers at most (each staff browser has one)
+OPEN_ON_LOOPBACK = ("metrics.get_metrics",)  # endpoints loopback clients reach without the login
+
+
+class StaffLogin:
+    """HTTP Basic against one user and a werkzeug password hash, successful checks cached."""
+
+    def __init__(self, user: str, password_hash: str, cache_seconds: float = CACHE_SECONDS) -> None:
+        self.user = user
+        self._hash = password_hash
+        self.cache_seconds = cache_seconds
+        self._passed: dict[bytes, float] = {}  # sha256(header) -> monotonic expiry
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StaffLogin:
+        """The service's login; stops with one line naming STAFF_PASSWORD_HASH when it is unset."""
+        return cls(settings.staff_user, settings.secret("staff_password_hash"))
+
+    def allows(self, header: str | None) -> bool:
+        """Whether this Authorization header carries the staff login."""
+        if not header:
+            return False
+        key = hashlib.sha256(header.encode("utf-8", "surrogateescape")).digest()
+        now = time.monotonic()
+        with self._lock:
+            if self._passed.get(key, 0.0) > now:
+                return True
+        auth = Authorization.from_header(header)
+        if auth is None or auth.type != "basic" or auth.username is None or auth.password is None:
+            return False
+        # Both are checked, whatever the user name: a wrong name costs the same time as a wrong password.
+        right_user = hmac.compare_digest(auth.username.encode(), self.user.encode())
+        right_password = check_password_hash(self._hash, auth.password)
+        if not (right_user and right_password):
+            return False
+        with self._lock:
+            if len(self._passed) >= CACHE_MAX:
+                self._passed = {k: t for k, t in self._passed.items() if t > now}
+                if len(self._passed) >= CACHE_MAX:
+                    self._passed.clear()
+            self._passed[key] = now + self.cache_seconds
+        return True
+
+
+def _from_loopback() -> bool:
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
+
+
+def _require_staff() -> Response | None:
+    """Before every request: the staff login, or 401 (problem+json) asking for it."""
+    if request.endpoint in OPEN_ON_LOOPBACK and _from_loopback():
+        return None
+    login: StaffLogin = current_app.extensions["staff_login"]
+    if login.allows(request.headers.get("Authorization")):
+        return None
+    body = {
+        "type": "about:blank",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "the staff login is required (HTTP Basic; docs/OPERATIONS.md)",
+        "instance": request.path,
+    }
+    response = Response(json.dumps(body), status=401, mimetype="application/problem+json")
+    response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @live_map.get("/")
@@ -61,11 +149,16 @@ def get_metrics() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def create_app(view: LiveView, registry: CollectorRegistry = REGISTRY) -> Flask:
-    """The live-location HTTP app around a view."""
+def create_app(
+    view: LiveView, registry: CollectorRegistry = REGISTRY, login: StaffLogin | None = None
+) -> Flask:
+    """The live-location HTTP app around a view, behind `login` (default: the settings' staff
+    login; SettingsError naming STAFF_PASSWORD_HASH when it is not set)."""
     app = Flask(__name__)
     app.extensions["live_view"] = view
     app.extensions["metrics_registry"] = registry
+    app.extensions["staff_login"] = login or StaffLogin.from_settings(get_settings())
+    app.before_request(_require_staff)
     app.register_blueprint(live)
     app.register_blueprint(metrics)
     app.register_blueprint(live_map)

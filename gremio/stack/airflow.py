@@ -11,6 +11,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from gremio.credentials import write_private
 from gremio.settings import REPO_ROOT, Settings
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -31,8 +32,7 @@ def _secrets(airflow_home: Path) -> dict[str, str]:
         "secret_key": secrets.token_urlsafe(32),
         "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     }
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(made))
+    write_private(path, json.dumps(made))
     return made
 
 
@@ -44,9 +44,7 @@ def admin_password(settings: Settings) -> str:
         if settings.airflow_admin_user in known:
             return known[settings.airflow_admin_user]
     password = secrets.token_urlsafe(12)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(json.dumps({settings.airflow_admin_user: password}))
+    write_private(path, json.dumps({settings.airflow_admin_user: password}))
     return password
 
 

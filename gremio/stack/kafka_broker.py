@@ -16,6 +16,15 @@ from gremio.stack.system import StackError, ensure_command
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 LOG4J2_CONFIG = REPO_ROOT / "deploy" / "kafka" / "log4j2.yaml"
+# The deployment's broker (docker-compose.yaml mounts it): KafkaBroker in SASL mode renders it
+# byte for byte, which tests/unit/test_kafka_access.py checks, so the ACL test's broker and the
+# deployment's share their listener, SASL and ACL settings.
+COMPOSE_PROPERTIES = REPO_ROOT / "deploy" / "kafka" / "server.properties"
+ADMIN_PRINCIPAL = "admin"
+SASL_MECHANISM = "SCRAM-SHA-512"
+# The admin password is never written into the properties: Kafka reads it from the broker's
+# environment through its EnvVarConfigProvider.
+ADMIN_LOGIN_ENV = "KAFKA_ADMIN_PASSWORD"
 
 
 def libs_dir(local_dir: Path) -> Path:
@@ -57,6 +66,15 @@ class KafkaBroker:
     controller_port: int
     libs: Path
     heap: str = "512m"
+    # SASL mode (the deployment's): one SASL_PLAINTEXT client listener with SCRAM-SHA-512,
+    # the StandardAuthorizer with ACLs, and `admin` as the only super user. `admin_password`
+    # becomes admin's SCRAM credential at format time; the broker process must find the same
+    # value in its environment (`env()`).
+    sasl: bool = False
+    admin_password: str | None = None
+    # Where the client listener binds and what it advertises (the deployment: "" = all, kafka).
+    listen_host: str = "127.0.0.1"
+    advertised_host: str = "127.0.0.1"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -71,16 +89,17 @@ class KafkaBroker:
         return self.data_dir / "data"
 
     def server_properties(self) -> str:
+        listener = "SASL_PLAINTEXT" if self.sasl else "PLAINTEXT"
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                f"listeners={listener}://{self.listen_host}:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners={listener}://{self.advertised_host}:{self.port}",
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"inter.broker.listener.name={listener}",
+                *(self._sasl_properties() if self.sasl else _PLAINTEXT_MAP),
                 f"log.dirs={self.log_dir}",
                 "num.partitions=2",
                 "auto.create.topics.enable=false",
@@ -97,6 +116,38 @@ class KafkaBroker:
                 "",
             ]
         )
+
+    @staticmethod
+    def _sasl_properties() -> list[str]:
+        """Listener security, SASL and ACLs: no anonymous principal on any listener."""
+        password = f"${{env:{ADMIN_LOGIN_ENV}}}"
+        return [
+            # The controller listener stays on loopback; it authenticates with SASL/PLAIN, as
+            # KRaft controllers cannot use SCRAM (its credentials live in the metadata they serve).
+            "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            f"sasl.enabled.mechanisms={SASL_MECHANISM}",
+            f"sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule"
+            f' required username="{ADMIN_PRINCIPAL}" password="{password}" user_{ADMIN_PRINCIPAL}="{password}";',
+            f"listener.name.sasl_plaintext.{SASL_MECHANISM.lower()}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule"
+            f' required username="{ADMIN_PRINCIPAL}" password="{password}";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{ADMIN_PRINCIPAL}",
+            "allow.everyone.if.no.acl.found=false",
+            "config.providers=env",
+            "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+        ]
+
+    def env(self) -> dict[str, str]:
+        """What the broker process needs in its environment (SASL mode: the admin password)."""
+        if not self.sasl:
+            return {}
+        if not self.admin_password:
+            raise StackError("a SASL broker needs admin_password")
+        return {ADMIN_LOGIN_ENV: self.admin_password}
 
     def java_command(self, main_class: str, *args: str) -> list[str]:
         return [
@@ -120,11 +171,12 @@ class KafkaBroker:
         if (self.log_dir / "meta.properties").exists():
             return
         cluster_id = _cluster_id()
+        scram = ["--add-scram", scram_credential(self.env()[ADMIN_LOGIN_ENV])] if self.sasl else []
         subprocess.run(
             self.java_command(
                 "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
                 # `--cluster-id=`: an id starting with "-" would read as an option otherwise.
-                f"--cluster-id={cluster_id}", "-c", str(self.properties_file),
+                f"--cluster-id={cluster_id}", "-c", str(self.properties_file), *scram,
             ),
             check=True,
             stdout=subprocess.DEVNULL,
@@ -134,8 +186,40 @@ class KafkaBroker:
         return self.java_command("kafka.Kafka", str(self.properties_file))
 
 
+COMPOSE_HEADER = """\
+# The docker compose broker's configuration: docker-compose.yaml mounts it, and
+# deploy/kafka/start.sh formats the storage with admin's SCRAM credential, then starts the broker.
+# Generated, never edited: it is KafkaBroker in SASL mode on the compose network, byte for byte,
+# so the ACL test's broker (tests/integration/test_kafka_acl.py) runs with the same listener, SASL
+# and ACL settings; tests/unit/test_kafka_access.py checks it. Change gremio/stack/kafka_broker.py,
+# then: .venv/bin/python -m gremio.stack.kafka_broker > deploy/kafka/server.properties
+# No secret in here: ${env:KAFKA_ADMIN_PASSWORD} is read from the broker's environment.
+"""
+
+
+def compose_server_properties() -> str:
+    """What deploy/kafka/server.properties holds: the SASL broker as docker compose runs it."""
+    broker = KafkaBroker(
+        Path("/var/lib/kafka"), 19092, 9093, Path("/opt/kafka/libs"),
+        sasl=True, listen_host="", advertised_host="kafka",  # "": every interface
+    )  # fmt: skip
+    return COMPOSE_HEADER + broker.server_properties()
+
+
+_PLAINTEXT_MAP = ["listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"]
+
+
+def scram_credential(password: str, name: str = ADMIN_PRINCIPAL) -> str:
+    """StorageTool's --add-scram argument for a user's SCRAM-SHA-512 credential."""
+    return f'{SASL_MECHANISM}=[name={name},password="{password}"]'
+
+
 def _cluster_id() -> str:
     """A Kafka cluster id: a random UUID in URL-safe base64 without padding."""
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+if __name__ == "__main__":
+    print(compose_server_properties(), end="")

@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from gremio import db
+from gremio import credentials, db, db_roles
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.settings import REPO_ROOT, Settings
@@ -53,17 +53,34 @@ def programs(settings: Settings, kafka: KafkaBroker | None, pg: PostgresCluster 
         progs.append(Program("kafka", kafka.command(), priority=10, stopwaitsecs=60, startsecs=5))
     if pg:
         progs.append(Program("postgres", pg.command(), priority=10, user=pg.user, stopsignal="INT"))
+    progs.append(Program("redis", redis_command(settings), priority=10))
     airflow = af.airflow_bin()
     for component in af.COMPONENTS:
-        progs.append(Program(f"airflow-{component}", [airflow, component], priority=50, stopwaitsecs=60))
+        progs.append(
+            Program(
+                f"airflow-{component}", [airflow, component], priority=50, stopwaitsecs=60,
+                environment={"DB_ROLE": "airflow"},
+            )
+        )  # fmt: skip
     progs += [
         Program("api", [str(BIN / "gunicorn"), "-c", str(REPO_ROOT / "ingest_api" / "gunicorn_conf.py"), "ingest_api:create_app()"], priority=60),
-        Program("stock", [PYTHON, "-m", "consumers.stock"], priority=60),
-        Program("locations", [PYTHON, "-m", "consumers.locations"], priority=60),
+        # Each service connects as its own database role (sql/060_roles.sql), never as the owner.
+        Program("stock", [PYTHON, "-m", "consumers.stock"], priority=60, environment={"DB_ROLE": "stock"}),
+        Program("locations", [PYTHON, "-m", "consumers.locations"], priority=60, environment={"DB_ROLE": "locations"}),
     ]  # fmt: skip
     if settings.simulate:
         progs.append(Program("simulator", [PYTHON, "-m", "gremio.cli", "simulate"], priority=70))
     return progs
+
+
+def redis_command(settings: Settings) -> list[str]:
+    """Debian's redis-server for the API's shared rate-limit counters: loopback only, protected
+    mode, no persistence (`--save` alone: no snapshots; counters are minutes long)."""
+    return [
+        "redis-server", "--bind", "127.0.0.1", "--port", str(settings.redis_port),
+        "--protected-mode", "yes", "--save", "--appendonly", "no",
+        "--dir", str(settings.local_dir / "redis"),
+    ]  # fmt: skip
 
 
 def _ports(settings: Settings) -> list[tuple[int, str]]:
@@ -74,6 +91,7 @@ def _ports(settings: Settings) -> list[tuple[int, str]]:
         (settings.api_port, "API_PORT"),
         (settings.live_port, "LIVE_PORT"),
         (settings.stock_metrics_port, "STOCK_METRICS_PORT"),
+        (settings.redis_port, "REDIS_PORT"),
     ]
     if settings.uses_local_kafka:
         ports += [
@@ -99,6 +117,7 @@ def up(settings: Settings) -> int:
         return report(settings, wait=60)
 
     check_ports_free(_ports(settings))  # before anything starts: nothing half-started
+    (settings.local_dir / "redis").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     kafka = pg = None
     if settings.uses_local_kafka:
@@ -123,8 +142,18 @@ def up(settings: Settings) -> int:
 
 
 def _stack_env(settings: Settings) -> dict[str, str]:
+    # The staff login, made on the first run and kept (.local/staff-login.json, 0600); the live
+    # service gets its hash. The API counts its rate limits in the stack's redis-server.
+    login_file = settings.local_dir / credentials.STAFF_LOGIN_FILE
+    login = credentials.ensure_staff_login(login_file, settings.staff_user)
+    shared_limits = {}
+    if "rate_limit_storage_uri" not in settings.model_fields_set:  # unless set on purpose
+        shared_limits["RATE_LIMIT_STORAGE_URI"] = f"redis://127.0.0.1:{settings.redis_port}/0"
     return {
         **af.environment(settings),
+        **shared_limits,
+        "STAFF_USER": login["user"],
+        "STAFF_PASSWORD_HASH": credentials.staff_password_hash(login["password"]),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
         "GREMIO_LOG_FORMAT": "plain",
@@ -145,14 +174,18 @@ def _start(
         sup.start("postgres")
         pg.wait_ready(timeout=60)
         pg.ensure_database(
-            settings.postgres_user, settings.postgres_password.get_secret_value(), settings.postgres_db
+            settings.postgres_user,
+            settings.secret("postgres_password"),
+            settings.postgres_db,
+            createrole=True,
         )
         pg.ensure_database(
-            settings.airflow_db_user, settings.airflow_db_password.get_secret_value(), settings.airflow_db
+            settings.airflow_db_user, settings.secret("airflow_db_password"), settings.airflow_db
         )
     db.wait_for_db(settings, timeout=60)
     applied = db.migrate(settings)
     print(f"database: {len(applied)} migration(s) applied")
+    print("database roles: " + ", ".join(db_roles.ensure_logins(settings)) + " can log in")
     gk.wait_for_broker(settings, timeout=90)
     done = gk.ensure_topics(settings=settings)
     print("topics: " + ", ".join(f"{name} {what}" for name, what in done.items()))
@@ -180,7 +213,9 @@ def checks(settings: Settings) -> list[Check]:
     found: list[Check] = [_check_kafka(settings), _check_postgres(settings), _check_airflow(settings)]
     found.append(_http_check("api", f"http://127.0.0.1:{settings.api_port}/readyz"))
     found.append(_http_check("stock", f"http://127.0.0.1:{settings.stock_metrics_port}/metrics"))
-    found.append(_http_check("locations", f"http://127.0.0.1:{settings.live_port}/v1/live"))
+    found.append(_check_redis(settings))
+    live = f"http://127.0.0.1:{settings.live_port}/v1/live"
+    found.append(_http_check("locations", live, credentials.staff_basic_auth(settings)))
     if "simulator" in states or settings.simulate:
         state = states.get("simulator", "not started")
         found.append(Check("simulator", state == "RUNNING", state.lower()))
@@ -229,9 +264,22 @@ def _check_airflow(settings: Settings) -> Check:
     return Check("airflow", not bad, parts)
 
 
-def _http_check(part: str, url: str) -> Check:
+def _check_redis(settings: Settings) -> Check:
+    import redis
+
+    where = f"127.0.0.1:{settings.redis_port}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback URL
+        with redis.Redis(host="127.0.0.1", port=settings.redis_port, socket_timeout=3) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        return Check("redis", False, f"{where} unreachable: {exc}")
+    return Check("redis", True, f"{where}, the API's rate-limit counters")
+
+
+def _http_check(part: str, url: str, headers: dict[str, str] | None = None) -> Check:
+    asked = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback URL
+    try:
+        with urllib.request.urlopen(asked, timeout=10) as response:  # noqa: S310 - loopback URL
             return Check(part, response.status == 200, f"{url} {response.status}")
     except Exception as exc:  # noqa: BLE001
         return Check(part, False, f"{url} {getattr(exc, 'code', '')} {getattr(exc, 'reason', exc)}".strip())
@@ -276,11 +324,13 @@ def _mib(kib: int) -> str:
 def _print_guide(settings: Settings, console) -> None:
     password_file = af.home(settings) / "passwords.json"
     password = af.admin_password(settings) if password_file.exists() else "(appears after make up)"
+    staff = credentials.read_staff_login(settings.local_dir / credentials.STAFF_LOGIN_FILE)
+    staff = staff or {"user": settings.staff_user, "password": "(appears after make up)"}
     console.print(
         f"""
   Airflow     http://127.0.0.1:{settings.airflow_port}   login [bold]{settings.airflow_admin_user}[/] / [bold]{password}[/]
   API         http://127.0.0.1:{settings.api_port}        report page at /, docs at /openapi.json
-  Live map    http://127.0.0.1:{settings.live_port}        JSON at /v1/live
+  Live map    http://127.0.0.1:{settings.live_port}   login [bold]{staff["user"]}[/] / [bold]{staff["password"]}[/]   JSON at /v1/live, same login
   Logs        {settings.local_dir / "logs"}/<part>.log
   Reports     {settings.reports_dir}
 """

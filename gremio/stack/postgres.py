@@ -125,15 +125,20 @@ class PostgresCluster:
     def superuser_dsn(self) -> str:
         return f"host={self.socket_dir} port={self.port} user=postgres dbname=postgres"
 
-    def ensure_database(self, user: str, password: str, database: str) -> None:
-        """A login role owning its own database; passwords are refreshed every time."""
+    def ensure_database(self, user: str, password: str, database: str, createrole: bool = False) -> None:
+        """A login role owning its own database; passwords are refreshed every time.
+
+        `createrole`: the gremio owner creates the services' roles in its migrations
+        (sql/060_roles.sql) and gives them LOGIN (`gremio db-roles`), as a plain role with
+        CREATEROLE rather than a superuser.
+        """
         with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (user,)).fetchone()
             verb = "alter" if exists else "create"
             conn.execute(
-                sql.SQL(verb + " role {} login password {}").format(
-                    sql.Identifier(user), sql.Literal(password)
-                )
+                sql.SQL(
+                    verb + " role {} login " + ("createrole " if createrole else "") + "password {}"
+                ).format(sql.Identifier(user), sql.Literal(password))
             )
             if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
                 conn.execute(

@@ -8,18 +8,30 @@ restart them to inject faults.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from werkzeug.security import generate_password_hash
 
 from gremio.settings import REPO_ROOT, Settings
 from gremio.stack.kafka_broker import KafkaBroker, ensure_jars
 from gremio.stack.postgres import PostgresCluster, bin_dir, service_user
 from gremio.stack.system import free_port, wait_for_port
 
-APP = ("gremio", "gremio-test", "gremio")
-AIRFLOW = ("airflow", "airflow-test", "airflow")
+# Fresh random secrets per throwaway stack: the settings refuse short or placeholder ones.
+APP = ("gremio", secrets.token_urlsafe(32), "gremio")
+AIRFLOW = ("airflow", secrets.token_urlsafe(32), "airflow")
+CART_TOKEN_SECRET = secrets.token_urlsafe(32)
+# The live map's staff login (consumers/locations/web.py): the service checks the hash, gremio's
+# clients and the tests send the clear password (STAFF_PASSWORD).
+STAFF_USER = "staff"
+STAFF_PASSWORD = secrets.token_urlsafe(32)
+STAFF_PASSWORD_HASH = generate_password_hash(STAFF_PASSWORD)
+# The services' database roles (sql/060_roles.sql), given LOGIN by `gremio db-roles`.
+ROLE_PASSWORDS = {role: secrets.token_urlsafe(32) for role in ("stock", "locations", "airflow")}
 
 
 @dataclass
@@ -90,6 +102,11 @@ class ThrowawayStack:
             "POSTGRES_PORT": str(self.pg_port),
             "POSTGRES_PASSWORD": APP[1],
             "AIRFLOW_DB_PASSWORD": AIRFLOW[1],
+            **{f"PG_{role.upper()}_PASSWORD": password for role, password in ROLE_PASSWORDS.items()},
+            "CART_TOKEN_SECRET": CART_TOKEN_SECRET,
+            "STAFF_USER": STAFF_USER,
+            "STAFF_PASSWORD": STAFF_PASSWORD,
+            "STAFF_PASSWORD_HASH": STAFF_PASSWORD_HASH,
             "REPORTS_DIR": str(self.root / "reports"),
             "LOCAL_DIR": str(self.root / "local"),
             "AIRFLOW_WORKER_LOG_PORT": str(self.log_ports[0]),
@@ -114,7 +131,7 @@ class ThrowawayStack:
             "postgres", self._pg.command(), self.root / "logs" / "postgres.log", self._pg.user
         )
         self.start_postgres()
-        self._pg.ensure_database(*APP)
+        self._pg.ensure_database(*APP, createrole=True)  # as `make up`: the owner creates the roles
         self._pg.ensure_database(*AIRFLOW)
         self.start_kafka()
 

@@ -49,9 +49,11 @@ day_sales as (
     group by rut
     having sum(day_sales) > 0
 ),
+-- Ties broken by client in code-point order (collate "C"), as Python compares strings: the
+-- database's default collation (en_US.utf8 in the compose image, C locally) must not matter.
 ranked as (
     select rut, client, purchases, units,
-           row_number() over (partition by rut order by purchases desc, units desc, client) as rank
+           row_number() over (partition by rut order by purchases desc, units desc, client collate "C") as rank
     from per_client
     where purchases >= %(min_purchases)s
 ),

@@ -4,6 +4,7 @@ The pages are served by the real apps on free ports (werkzeug in a thread), with
 Kafka producer. Each test gets a phone-sized browser context (390x844, touch, es-CL) in
 which every request must go to 127.0.0.1: anything else is refused and fails the test,
 which is how "works with no internet" is checked. Screenshots go to test-artifacts/.
+The live map needs the staff login: `phone(http_credentials=staff_credentials())`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from consumers.locations.web import LiveServer
-from gremio.settings import REPO_ROOT
+from gremio.settings import REPO_ROOT, get_settings
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 PHONE = {
@@ -41,6 +42,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def staff_credentials(password: str | None = None) -> dict[str, str]:
+    """Playwright's http_credentials for the live map: the test stack's staff login."""
+    settings = get_settings()
+    assert settings.staff_password is not None, "the test stack sets STAFF_PASSWORD"
+    return {
+        "username": settings.staff_user,
+        "password": settings.staff_password.get_secret_value() if password is None else password,
+    }
 
 
 # The machine is shared and slow at times: give the page time, never a fixed deadline.

@@ -2,7 +2,8 @@
 
 Carts ping through Kafka; the service (run loop in a thread, short TTL) serves the page and
 /v1/live; the page must show each cart with its plate and seconds since seen, the fugitive
-reports and the alerts, and drop a cart once it has been silent past the TTL.
+reports and the alerts, and drop a cart once it has been silent past the TTL. The page and
+/v1/live need the staff login (HTTP Basic): without it, or with a wrong password, 401.
 """
 
 from __future__ import annotations
@@ -11,9 +12,15 @@ import re
 import threading
 import uuid
 
+import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
+from consumers.locations.view import LiveView, Rules
+from consumers.locations.web import create_app
 from gremio import records as r
+from gremio.settings import get_settings
+from tests.browser.conftest import staff_credentials
 from tests.integration.test_locations import (  # members is a fixture
     Instance,
     members,  # noqa: F401
@@ -78,7 +85,7 @@ def test_carts_reports_and_alerts_show_and_a_silent_cart_disappears(members, pho
         send(prank)
         send(seen)
 
-        page, _ = phone()
+        page, _ = phone(http_credentials=staff_credentials())
         page.goto(f"http://127.0.0.1:{instance.server.port}/")
         expect(page).to_have_title(re.compile("Mapa en vivo"))
         for plate in (maria, juan, stranger):
@@ -124,3 +131,38 @@ def test_carts_reports_and_alerts_show_and_a_silent_cart_disappears(members, pho
         if pinger:
             pinger.stop()
         instance.stop()
+
+
+def assert_asks_for_the_login(answer) -> None:
+    assert answer is not None and answer.status == 401, answer and answer.url
+    assert answer.headers["www-authenticate"] == 'Basic realm="gremio staff"'
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "carts" not in answer.json()
+
+
+def test_the_map_and_its_json_need_the_staff_login(serve, phone):
+    base = serve(create_app(LiveView(Rules.from_settings(get_settings()))))
+    # Without a login the browser is refused the page (under Playwright's routing Chromium
+    # reports ERR_INVALID_AUTH_CREDENTIALS); the page's API client shows the server's 401.
+    page, _ = phone()
+    for path in ("/", "/v1/live"):
+        with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
+            page.goto(base + path)
+        assert_asks_for_the_login(page.request.get(base + path))
+    expect(page.locator("#map")).to_have_count(0)
+    # A wrong password, or none: the server's 401 is what the browser gets.
+    for wrong in ("not-the-staff-password", ""):
+        page, _ = phone(http_credentials=staff_credentials(password=wrong))
+        for path in ("/", "/v1/live"):
+            assert_asks_for_the_login(page.goto(base + path))
+            assert_asks_for_the_login(page.request.get(base + path))
+        expect(page.locator("#map")).to_have_count(0)
+    page, _ = phone(http_credentials=staff_credentials())
+    answer = page.goto(base + "/")
+    assert answer is not None and answer.status == 200
+    expect(page).to_have_title(re.compile("Mapa en vivo"))
+    # The page's own polls carry the login the browser was given: it shows as live.
+    expect(page.locator("#live-status")).to_have_text("En vivo")
+    assert page.request.get(base + "/v1/live").status == 200
+    live = page.goto(base + "/v1/live")
+    assert live is not None and live.status == 200 and set(live.json()) == {"carts", "reports", "alerts"}

@@ -12,7 +12,9 @@ from gremio.settings import REPO_ROOT, get_settings
 
 @pytest.fixture(autouse=True)
 def _services(stack):
-    """Every integration test runs against the session's real broker and database."""
+    """Every integration test runs against the session's real broker and database, and the
+    tasks connect as the DAGs' own role, gremio_airflow, as on `make up` (tests/conftest.py)."""
+    assert "//gremio_airflow:" in os.environ["AIRFLOW_CONN_GREMIO_DB"]
     return stack
 
 

@@ -13,7 +13,8 @@ EXPECTED_DAGS = {"sales_daily", "members_monthly", "members_premium"}
 DECLARED = {
     "sales_daily": ("CronDataIntervalTimetable", "15 0 * * *", "America/Santiago", True, 1),
     "members_monthly": ("CronDataIntervalTimetable", "0 0 1 * *", "America/Santiago", True, 1),
-    "members_premium": ("AssetTriggeredTimetable", "name='members_premium_applications'", None, False, 1),
+    # On the watcher's asset events, or every MEMBERS_PREMIUM_SWEEP_MINUTES (the safety net).
+    "members_premium": ("AssetOrTimeSchedule", "*/5 * * * *", "America/Santiago", False, 1),
 }
 
 
@@ -42,8 +43,11 @@ def test_dag_states_its_schedule_and_safety_settings(dagbag, dag_id):
     assert dag.start_date is not None and dag.start_date.tzinfo is not None, "timezone-aware start_date"
     timetable, schedule, zone, catchup, max_active_runs = DECLARED[dag_id]
     assert type(dag.timetable).__name__ == timetable
-    if zone is None:  # asset-triggered: the asset it waits for
-        assert schedule in repr(dag.timetable.asset_condition), dag.timetable.asset_condition
+    if timetable == "AssetOrTimeSchedule":  # the asset it waits for, or the clock
+        assert "name='members_premium_applications'" in repr(dag.timetable.asset_condition)
+        assert type(dag.timetable.timetable).__name__ == "CronTriggerTimetable"
+        assert dag.timetable.timetable.expression == schedule
+        assert str(dag.timetable.timetable.timezone) == zone
     else:
         assert dag.timetable.expression == schedule
         assert str(dag.timetable.timezone) == zone

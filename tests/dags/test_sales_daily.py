@@ -343,3 +343,81 @@ def test_the_documented_backfill_command_selects_whole_days(dag, hand_built_day,
         "2025-03-03 03:15:00+00:00",
         "2025-03-04 03:15:00+00:00",
     ]
+
+
+# --- checks before publishing (issue 15) ----------------------------------------------------------
+
+
+def test_a_seeded_inconsistency_fails_its_check_naming_the_master_and_leaves_the_files(
+    dag, hand_built_day, capfd, caplog
+):
+    """compute_stats works the day out right, but what PostgreSQL stores for Pedro (WXZT22) is
+    one unit more (a trigger on daily_master_stats): the checks catch it before any file changes,
+    even though a new sale of the day would have changed every file."""
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    run_day(dag, D)
+    before = report_bytes(D)
+    late = sale("WXZT11", "nuevo cliente", 4, at(D, 18))
+    with db.connect() as conn:
+        conn.execute(
+            "insert into sales (id, plate, client, quantity, sold_at, stock_remaining, lat, lon, received_at)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (late.id, late.plate, late.client, late.quantity, late.sold_at, 40, -33.44, -70.65, late.sold_at),
+        )
+        conn.execute(
+            "create function corrupt_test_stats() returns trigger language plpgsql as $$ begin"
+            " if new.plate = 'WXZT22' then new.units_sold := new.units_sold + 1; end if;"
+            " return new; end $$"
+        )
+        conn.execute(
+            "create trigger corrupt_test_stats before insert on daily_master_stats"
+            " for each row execute function corrupt_test_stats()"
+        )
+    try:
+        run = dag.test(logical_date=at(D + timedelta(days=1), 0, 16))
+    finally:
+        with db.connect() as conn:
+            conn.execute("drop trigger if exists corrupt_test_stats on daily_master_stats")
+            conn.execute("drop function if exists corrupt_test_stats()")
+            conn.execute("delete from sales where id = %s", (late.id,))
+
+    assert run.state == DagRunState.FAILED
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["compute_stats"] == TaskInstanceState.SUCCESS
+    assert states["check_master_numbers"] == TaskInstanceState.FAILED
+    assert states["check_day_totals"] == TaskInstanceState.FAILED
+    assert states["check_nothing_negative"] == TaskInstanceState.SUCCESS
+    assert states["write_reports"] == TaskInstanceState.UPSTREAM_FAILED
+    # A failed check is not retried: the numbers would not change by themselves.
+    assert task_tries("sales_daily", run.run_id, "check_master_numbers") == [(1, "failed")]
+    out, err = capfd.readouterr()
+    logged = "\n".join([out, err, caplog.text])  # dag.test() runs the tasks in-process
+    failure = f"sales_daily {D.isoformat()}: check before publishing failed"
+    assert (
+        f"{failure}; the published files were left as they were.\nunits_sold_match_sales: failed for cart WXZT22 (has_name=True, sales_count=2, sales_count_in_sales=2, units_sold=7, units_sold_in_sales=6)\n"
+        in logged
+    )
+    assert "failed for cart WXZT11" not in logged  # Rosa's new sale is stored right
+    assert (
+        "masters_add_up_to_units_sold: failed for the day's totals (sales_count=12, masters_sales_count=12, units_sold=34, masters_units_sold=35"
+        in logged
+    )
+    assert report_bytes(D) == before, "the published files were left as they were"
+
+    # Once the inconsistency is gone, the day passes its checks and writes the same bytes.
+    run_day(dag, D)
+    assert report_bytes(D) == before
+    assert report(D, "csv").read_text(encoding="utf-8") == EXPECTED_CSV
+
+
+def test_the_checks_day_bounds_are_the_guilds(dag):
+    """The checks read the day between the bounds gremio.guild_time gives, 23 and 25-hour days too."""
+    from gremio.guild_time import day_bounds
+
+    tz = get_settings().guild_timezone
+    for day in (D, date(2026, 4, 4), date(2026, 9, 6)):
+        got = dag.user_defined_macros["guild_day"](at(day, 0, 15), {})
+        start, end = day_bounds(day, tz)
+        assert got == {"day": day.isoformat(), "day_start": start.isoformat(), "day_end": end.isoformat()}
+    assert dag.user_defined_macros["guild_day"](at(D, 0, 15), {"day": "2025-02-01"})["day"] == "2025-02-01"

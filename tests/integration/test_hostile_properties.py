@@ -372,9 +372,10 @@ class Drain:
         return chunk.msgs
 
     def delete(self, table: str, ids: list[uuid.UUID]) -> None:
+        """Clean up as the owner: the drain's role (gremio_airflow) may insert, never delete."""
         self.conn.rollback()
-        self.conn.execute(sql.SQL("delete from {} where id = any(%s)").format(sql.Identifier(table)), (ids,))
-        self.conn.commit()
+        with db.connect() as owner:
+            owner.execute(sql.SQL("delete from {} where id = any(%s)").format(sql.Identifier(table)), (ids,))
 
 
 # The drain's Kafka connection with one change: a fetch waits 10 ms for new data, not 500, so
@@ -718,16 +719,18 @@ def test_an_accepted_member_application_is_processable(
                           app.received_at, partition)  # fmt: skip
 
         # Decided as its lane decides it, then everything that shows members; rolled back after.
-        with conn.transaction(force_rollback=True):
+        # As the owner: the screens are the operators' commands (`gremio members` shows e-mails,
+        # which the DAGs' role gremio_airflow may not read).
+        with db.connect() as owner, owner.transaction(force_rollback=True):
             [decision] = membership.decide_pending(
-                conn,
+                owner,
                 premium=app.premium,
                 decided_by="hostile-properties",
                 received_from=app.received_at,
                 received_until=app.received_at + timedelta(microseconds=1),
             )
             assert decision.application.id == app.id
-            check_screens_and_reports(conn, tmp_path, app, decision)
+            check_screens_and_reports(owner, tmp_path, app, decision)
     finally:
         members_drain.delete("member_applications", [app.id])
 

@@ -6,6 +6,8 @@ Airflow's four components, the API and both consumers under supervisord.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
@@ -30,6 +32,7 @@ PORTS = (
     "API_PORT",
     "LIVE_PORT",
     "STOCK_METRICS_PORT",
+    "REDIS_PORT",
 )
 
 
@@ -83,7 +86,7 @@ def test_a_taken_port_is_named_with_its_setting_and_nothing_starts(local_env):
 def test_up_twice_status_and_down_leave_nothing_behind(local_env):
     first = _gremio(local_env, "up")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for part in ("kafka", "postgres", "airflow", "api", "stock", "locations"):
+    for part in ("kafka", "postgres", "redis", "airflow", "api", "stock", "locations"):
         assert part in first.stdout
     assert "unhealthy" not in first.stdout
     assert "login admin /" in first.stdout
@@ -93,6 +96,7 @@ def test_up_twice_status_and_down_leave_nothing_behind(local_env):
     assert "already up" in second.stdout
 
     _hostile_reports_leave_it_healthy(local_env)
+    _secrets_are_its_own_and_a_stolen_carts_token_is_revoked(local_env)
     status = _gremio(local_env, "status", "--wait", "120")
     assert status.returncode == 0, status.stdout
     assert "unhealthy" not in status.stdout, status.stdout
@@ -116,11 +120,45 @@ def _hostile_reports_leave_it_healthy(env: dict[str, str]) -> None:
     answer = http("POST", api + "/v1/reports", {"lat": -33.44, "lon": -70.65, "description": shown})
     assert answer.status == 202, answer.body
 
+    assert http("GET", live + "/v1/live").status == 401  # the staff login, kept by `make up`:
+    login = json.loads((Path(env["LOCAL_DIR"]) / "staff-login.json").read_text())
+    staff = {
+        "Authorization": "Basic " + base64.b64encode(f"{login['user']}:{login['password']}".encode()).decode()
+    }
+
     def on_the_board() -> bool:
-        board = http("GET", live + "/v1/live")
+        board = http("GET", live + "/v1/live", headers=staff)
         return board.status == 200 and shown in {r["description"] for r in board.json()["reports"]}
 
     wait_for(on_the_board, timeout=60, what="the report on /v1/live")
+
+
+def _secrets_are_its_own_and_a_stolen_carts_token_is_revoked(env: dict[str, str]) -> None:
+    """Issue 14 as a new user tries it: the stack made its own secrets (0600), a weak secret
+    stops a command with one line naming it, and `gremio token revoke` turns that cart's next
+    request into a 401 within 10 s, while a token issued afterwards works."""
+    local = Path(env["LOCAL_DIR"])
+    for private in ("secrets.env", "staff-login.json"):
+        assert (local / private).stat().st_mode & 0o777 == 0o600, private
+    weak = _gremio({**env, "CART_TOKEN_SECRET": "short"}, "token", "BBCL12", timeout=60)
+    assert weak.returncode != 0 and weak.stdout == ""
+    assert weak.stderr.strip().count("\n") == 0 and "CART_TOKEN_SECRET" in weak.stderr, weak.stderr
+
+    api = f"http://127.0.0.1:{env['API_PORT']}"
+    ping = {"plate": "BBCL12", "lat": -33.44, "lon": -70.65}
+
+    def send(token: str) -> int:
+        return http("POST", api + "/v1/locations", ping, headers={"Authorization": f"Bearer {token}"}).status
+
+    stolen = _gremio(env, "token", "BBCL12", timeout=60).stdout.strip()
+    assert send(stolen) == 202
+    revoked = _gremio(env, "token", "revoke", "BBCL12", timeout=60)
+    assert revoked.returncode == 0, revoked.stderr
+    wait_for(lambda: send(stolen) == 401, timeout=10, what="the revoked token refused")
+    answer = http("POST", api + "/v1/locations", ping, headers={"Authorization": f"Bearer {stolen}"})
+    assert "revoked" in answer.json()["detail"]
+    fresh = _gremio(env, "token", "BBCL12", timeout=60).stdout.strip()
+    assert fresh != stolen and send(fresh) == 202
 
 
 def _airflow_requires_a_login(env: dict[str, str], up_output: str) -> None:

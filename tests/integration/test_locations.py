@@ -24,7 +24,7 @@ from gremio import records as r
 from gremio import topics as t
 from gremio.runner import Runner
 from gremio.settings import Settings, get_settings
-from tests.support import Members, TopicProbe, new_plate, routed, wait_for
+from tests.support import Members, TopicProbe, new_plate, routed, staff_auth, wait_for
 
 PRODUCER = None
 
@@ -119,7 +119,9 @@ class Instance:
             self.failure = exc
 
     def live(self) -> dict[str, list[dict[str, Any]]]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.server.port}/v1/live", timeout=10) as resp:
+        url = f"http://127.0.0.1:{self.server.port}/v1/live"
+        asked = urllib.request.Request(url, headers=staff_auth())  # the staff login (web.py)
+        with urllib.request.urlopen(asked, timeout=10) as resp:  # noqa: S310 - loopback URL
             assert resp.status == 200 and resp.headers["Content-Type"] == "application/json"
             return json.load(resp)
 

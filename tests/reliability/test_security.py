@@ -38,16 +38,18 @@ def api(tmp_path_factory):
 def test_forged_and_mismatched_tokens_are_refused_and_produce_nothing(api):
     mine, other = "BBCL12", "CDFG34"
     genuine = cart_token(mine)
-    foreign_secret = Settings(cart_token_secret="another-guild-s-secret")  # pragma: allowlist secret
-    plate, signature = genuine.split(".")
+    other_guild_key = "another-guild-s-secret-of-32-bytes-or-more"  # pragma: allowlist secret
+    foreign_secret = Settings(cart_token_secret=other_guild_key)
+    head, signature = genuine.rsplit(".", 1)  # PLATE.KEY_ID.ISSUED and the signature
+    after_plate = genuine.split(".", 1)[1]
     refused = {
         "no token": {},
         "not a bearer token": {"Authorization": f"Basic {genuine}"},
         "garbage": {"Authorization": "Bearer not-a-token"},
         "signed with another secret": {"Authorization": f"Bearer {cart_token(mine, foreign_secret)}"},
-        "signature of another plate": {"Authorization": f"Bearer {mine}.{cart_token(other).split('.')[1]}"},
-        "one character changed": {"Authorization": f"Bearer {plate}.{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}"},
-        "plate not normalized": {"Authorization": f"Bearer bb-cl12.{signature}"},
+        "signature of another plate": {"Authorization": f"Bearer {mine}.{cart_token(other).split('.', 1)[1]}"},
+        "one character changed": {"Authorization": f"Bearer {head}.{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}"},
+        "plate not normalized": {"Authorization": f"Bearer bb-cl12.{after_plate}"},
     }  # fmt: skip
     probe = TopicProbe([t.SALES.name, t.LOCATIONS.name])
     answers = {

@@ -15,6 +15,7 @@ from consumers.locations.view import LiveView, Rules, alert_id, geodesic_m, posi
 from consumers.locations.web import create_app
 from gremio.records import CartPosition, FugitiveReport, Sale
 from gremio.settings import Settings
+from tests.support import staff_auth
 
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 PLAZA = (-33.43780, -70.65045)  # Plaza de Armas, Santiago
@@ -333,6 +334,7 @@ def test_board_and_http_show_the_same_view(view: LiveView, clock: Clock) -> None
     assert "BBCL12" in screen and "Ana Pérez" in screen and "unregistered" in screen
     assert "out_of_area" in screen and "fugitive_report" in screen
     client = create_app(view).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = staff_auth()["Authorization"]  # the staff login
     body = client.get("/v1/live").get_json()
     assert set(body) == {"carts", "reports", "alerts"}
     assert [c["plate"] for c in body["carts"]] == ["BBCL12", "ZZ9999"]

@@ -18,7 +18,7 @@ from gremio.tokens import token_plate
 from ingest_api import create_app
 from ingest_api.testing import NullProducer
 
-SETTINGS = Settings(cart_token_secret="simulator-test-secret")
+SETTINGS = Settings(cart_token_secret="simulator-test-secret-of-32-bytes-at-least")
 START = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
 
@@ -41,7 +41,7 @@ class Clock:
 @pytest.fixture(scope="module")
 def api():
     app = create_app(
-        {"TESTING": True, "CART_TOKEN_SECRET": "simulator-test-secret", "RATE_LIMIT_MEMBERS": "100000/minute",  # pragma: allowlist secret
+        {"TESTING": True, "CART_TOKEN_SECRET": "simulator-test-secret-of-32-bytes-at-least", "RATE_LIMIT_MEMBERS": "100000/minute",  # pragma: allowlist secret
          "RATE_LIMIT_REPORTS": "100000/minute",
          "MAX_FUTURE_SECONDS": 10**9, "SALES_MAX_AGE_DAYS": 10**6},
         producer=NullProducer(),

@@ -19,7 +19,13 @@ def test_declared_partitions_are_the_designs():
         "replenishments": 2,
         "alerts": 2,
         "deadletter": 2,
+        "cart_revocations": 2,
     }
+
+
+def test_revocations_are_compacted_so_each_plates_latest_is_kept_forever():
+    assert dict(t.CART_REVOCATIONS.config) == {"cleanup.policy": "compact"}
+    assert t.CART_REVOCATIONS.key == "plate"
 
 
 def test_premium_applications_have_their_own_partition():

@@ -16,6 +16,7 @@ from consumers.locations.view import LiveView, Rules
 from consumers.locations.web import create_app as live_app
 from gremio.settings import REPO_ROOT, get_settings
 from ingest_api import create_app as api_app
+from tests.support import staff_auth
 
 STATIC = [
     *(REPO_ROOT / "gremio/web").rglob("*.*"),
@@ -52,7 +53,9 @@ def api():
 @pytest.fixture(scope="module")
 def live():
     rules = Rules.from_settings(get_settings().model_copy(update={"live_ttl_seconds": 42.0}))
-    return live_app(LiveView(rules)).test_client()
+    client = live_app(LiveView(rules)).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = staff_auth()["Authorization"]  # the staff login
+    return client
 
 
 def page_config(html: str) -> dict[str, Any]:
