@@ -357,6 +357,13 @@ class Drain:
             start[p] = min(start.get(p, msg.offset()), msg.offset())
             todo[p] = max(todo.get(p, 0), msg.offset() + 1)
         assigned = [TopicPartition(self.topic, p, start[p]) for p in sorted(todo)]
+        # A fresh consumer for each landing, as every drain run has its own. One consumer
+        # re-assigned to the same partition example after example (paused at its mark each
+        # time) once fetched nothing for the whole stall_timeout under CI load.
+        from kafka_drain import _consumer
+
+        self.drain.consumer.close()
+        self.drain.consumer = _consumer(self.drain.op.kafka_config_id, self.drain.op.group_id)
         self.drain.consumer.assign(assigned)
         self.drain.consumer.resume(assigned)
         # A chunk of exactly these records: the drain asks the broker for no more than that.
