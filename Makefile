@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: up down status test lint fmt bench secrets clean-local help
+.PHONY: up down status test lint fmt bench bench-api secrets clean-local help
 
 help:
 	@echo "make up      install what is missing and start the whole stack"
@@ -60,5 +60,11 @@ test: $(VENV)/.installed-dev
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# One benchmark: `make bench BENCH=stock` (api, drain, stock, locations, premium; docs/BENCHMARKS.md).
+BENCH ?= api
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.$(BENCH) $(BENCH_ARGS)
+
+# gremio's POST /v1/sales against the Express + kafkajs anchors (npm ci-ed on first use; needs node, npm, wrk).
+bench-api: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.api --anchors-only --duration 8 --rounds 5 $(BENCH_ARGS)

@@ -1,6 +1,7 @@
 """Ingest API benchmark: POST /v1/sales through gunicorn, against the same app with no broker.
 
-    .venv/bin/python -m bench.api [--duration 10] [--connections 32] [--rounds 2] [--sweep]
+    .venv/bin/python -m bench.api [--duration 10] [--connections 32] [--rounds 3] [--sweep]
+    .venv/bin/python -m bench.api --anchors-only --duration 8 --rounds 5   # make bench-api
 
 Two gunicorn servers with the same config (`ingest_api/gunicorn_conf.py`, the API_WORKERS
 and API_THREADS in force) and the same app:
@@ -20,6 +21,13 @@ that both see the same machine, and reports, side by side:
    requests that would have been sent meanwhile, so the p99 is, if anything, flattering.
 3. /v1/sales/batch with 500 sales per request, in sales per second.
 
+Then (first, unless --no-anchors; alone with --anchors-only) gremio against what a user would
+pick instead, all up at once on the same broker and each in every round (order rotating):
+the Express + kafkajs service of bench/anchors/express (`npm ci`-ed on first use) with a
+producer per request (the seed's way) and with one long-lived acks=-1 producer (kafkajs's
+idempotence off, and on), and the do-nothing baseline. It prints gremio's throughput as a
+ratio to each, p50 and p99 at the peak and at half gremio's peak, and the load average.
+
 --sweep first measures gremio's peak for several API_WORKERS x API_THREADS combinations
 (how the defaults were chosen). Everything runs on a throwaway Kafka (bench/stack.py).
 """
@@ -32,7 +40,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +54,7 @@ from pathlib import Path
 from bench.stack import throwaway_stack
 from gremio.settings import REPO_ROOT, get_settings
 from gremio.stack.system import free_port
+from gremio.stack.testing import stop_group
 from gremio.tokens import cart_token
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
@@ -123,6 +131,11 @@ def wrk(url: str, script: Path, duration: float, connections: int, threads: int 
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:.0f}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True, timeout=duration + 60,
     ).stdout  # fmt: skip
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> Result:
+    """Throughput, p50, p99 and errors (non-2xx answers and socket errors) from wrk --latency's output."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -169,7 +182,13 @@ def server(app: str, conf: Path, workers: int, threads: int, log: Path) -> Itera
             [str(GUNICORN), "-c", str(conf), app],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    with _ready(proc, f"http://127.0.0.1:{port}", log, "gunicorn") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _ready(proc: subprocess.Popen, base: str, log: Path, what: str) -> Iterator[Served]:
+    """Wait until `proc` answers 200 on /readyz; stop its process group when done."""
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -180,16 +199,57 @@ def server(app: str, conf: Path, workers: int, threads: int, log: Path) -> Itera
                 if ready.status == 200:
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not become ready; see {log}")
+                raise RuntimeError(f"{what} did not become ready; see {log}")
             time.sleep(0.3)
         yield Served(base, proc.pid)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_group(proc)
+
+
+# --- the anchors: what a user would pick instead (bench/anchors/) ---------------------------
+
+ANCHOR_DIR = REPO_ROOT / "bench" / "anchors" / "express"
+# name -> (ANCHOR_MODE, ANCHOR_IDEMPOTENT) of bench/anchors/express/server.js
+ANCHORS = {
+    "express, per-request producer (the seed)": ("per-request", "0"),
+    "express, long-lived producer, acks=-1": ("long-lived", "0"),
+    "express, long-lived idempotent producer": ("long-lived", "1"),
+}
+
+
+def ensure_anchor() -> None:
+    """`npm ci` the Express anchor unless its node_modules match its package-lock.json."""
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing: the Express anchor needs Node.js 20+ and npm")
+    installed = ANCHOR_DIR / "node_modules" / ".package-lock.json"
+    lock = ANCHOR_DIR / "package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ANCHOR_DIR, check=True, timeout=600
+    )
+
+
+@contextlib.contextmanager
+def anchor(mode: str, idempotent: str, bootstrap: str, log: Path) -> Iterator[Served]:
+    """The Express + kafkajs anchor on a free port, producing to `bootstrap`'s `sales` topic."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "ANCHOR_MODE": mode,
+        "ANCHOR_IDEMPOTENT": idempotent,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "NODE_ENV": "production",
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            ["node", "server.js"],
+            cwd=ANCHOR_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    with _ready(proc, f"http://127.0.0.1:{port}", log, f"the {mode} anchor") as served:
+        yield served
 
 
 @dataclass
@@ -227,6 +287,13 @@ def median(runs: list[Run]) -> Run:
     )
 
 
+def rotation(names: list[str], round_: int) -> list[str]:
+    """The order of round `round_`: each server goes first in turn, so none always runs
+    right after a warm-up or right before a pause."""
+    shift = round_ % len(names)
+    return names[shift:] + names[:shift]
+
+
 def paired(
     servers: dict[str, Served],
     broker_pid: int,
@@ -235,18 +302,26 @@ def paired(
     duration: float,
     connections: int,
     rounds: int,
-) -> tuple[dict[str, Run], float]:
-    """Each round runs gremio and the baseline back to back (order alternating), so both see
-    the same load from whatever else the machine is doing; returns the medians and the
-    median of the per-round throughput ratios."""
+    reference: str = "gremio",
+) -> tuple[dict[str, Run], dict[str, float]]:
+    """Each round runs every server back to back (order rotating), so all see the same load
+    from whatever else the machine is doing; returns the medians and, for each other
+    server, the median of the per-round throughput ratios reference / it."""
     runs: dict[str, list[Run]] = {name: [] for name in servers}
-    ratios = []
     for round_ in range(rounds):
-        names = list(servers) if round_ % 2 == 0 else list(reversed(servers))
-        for name in names:
+        for name in rotation(list(servers), round_):
             runs[name].append(measured(servers[name], broker_pid, path, script, duration, connections))
-        ratios.append(runs["gremio"][-1].result.rps / runs["baseline"][-1].result.rps)
-    return {name: median(found) for name, found in runs.items()}, statistics.median(ratios)
+    return {name: median(found) for name, found in runs.items()}, ratios(runs, reference)
+
+
+def ratios(runs: dict[str, list[Run]], reference: str = "gremio") -> dict[str, float]:
+    """Median over rounds of reference's throughput / each other's, round by round."""
+    mine = [run.result.rps for run in runs[reference]]
+    return {
+        name: statistics.median(a / max(b.result.rps, 1e-9) for a, b in zip(mine, found, strict=True))
+        for name, found in runs.items()
+        if name != reference
+    }
 
 
 def row(name: str, run: Run, unit: str = "req/s", per_request: int = 1) -> str:
@@ -288,6 +363,7 @@ def sweep(tmp: Path, broker_pid: int, duration: float, connections: int, rounds:
             for served in servers.values():
                 wrk(served.url + "/v1/sales", script, 2, connections)  # warm-up
             runs, ratio = paired(servers, broker_pid, "/v1/sales", script, duration, connections, rounds)
+        ratio = ratio["baseline"]
         real, base = runs["gremio"], runs["baseline"]
         print(
             f"| {workers} | {threads} | {real.result.rps:,.0f} req/s | {real.result.p99_ms:.0f} ms "
@@ -325,6 +401,7 @@ def measure(tmp: Path, broker_pid: int, duration: float, connections: int, round
             wrk(served.url + "/v1/sales", single, 3, connections)  # warm-up
         peak, ratio = paired(servers, broker_pid, "/v1/sales", single, duration, connections, rounds)
         batches, batch_ratio = paired(servers, broker_pid, "/v1/sales/batch", batch, duration, 4, rounds)
+        ratio, batch_ratio = ratio["baseline"], batch_ratio["baseline"]
         half = peak["gremio"].result.rps / 2
         paced = {
             name: at_rate(served.url + "/v1/sales", half, 16, duration, tmp / f"paced-{name}.lua")
@@ -350,13 +427,89 @@ def measure(tmp: Path, broker_pid: int, duration: float, connections: int, round
     print(f"\ngremio / baseline batch throughput: {batch_ratio:.2f}")
 
 
+def load() -> str:
+    return "/".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def against_anchors(
+    tmp: Path, bootstrap: str, broker_pid: int, duration: float, connections: int, rounds: int
+) -> None:
+    """gremio's POST /v1/sales against the Express anchors (and the do-nothing baseline), all
+    up at once against the same broker, every one of them in every round."""
+    ensure_anchor()
+    settings = get_settings()
+    workers, threads = settings.api_workers, settings.api_threads
+    script = lua_script(tmp / "sale.lua", sale())
+    baseline_conf = tmp / "gunicorn_baseline.py"
+    baseline_conf.write_text(BASELINE_CONF)
+    print(
+        f"\n### POST /v1/sales against what a user would pick instead\n\n"
+        f"gremio: gunicorn API_WORKERS={workers} API_THREADS={threads}; the anchors: one Node "
+        f"{subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()} process each "
+        f"(bench/anchors/express); wrk -t1 -c{connections} -d{duration:.0f}s, medians of {rounds} rounds, "
+        f"order rotating; load average {load()} (1/5/15 min) at the start",
+        flush=True,
+    )
+    with contextlib.ExitStack() as up:
+        servers = {
+            "gremio": up.enter_context(
+                server("ingest_api:create_app()", CONF, workers, threads, tmp / "gremio.log")
+            )
+        }
+        for number, (name, (mode, idempotent)) in enumerate(ANCHORS.items()):
+            servers[name] = up.enter_context(
+                anchor(mode, idempotent, bootstrap, tmp / f"anchor-{number}.log")
+            )
+        servers["baseline (gremio, do-nothing producer)"] = up.enter_context(
+            server("bench.api:baseline_app()", baseline_conf, workers, threads, tmp / "baseline.log")
+        )
+        for served in servers.values():
+            wrk(served.url + "/v1/sales", script, 3, connections)  # warm-up
+        peak, ratio = paired(servers, broker_pid, "/v1/sales", script, duration, connections, rounds)
+        half = peak["gremio"].result.rps / 2
+        paced = {
+            name: at_rate(served.url + "/v1/sales", half, 16, duration, tmp / f"paced-{number}.lua")
+            for number, (name, served) in enumerate(servers.items())
+        }
+    print(
+        "\n| POST /v1/sales, peak | throughput | p50 | p99 | errors | API CPU | broker CPU | gremio / it |"
+        "\n|---|---|---|---|---|---|---|---|"
+    )
+    for name, run in peak.items():
+        print(row(name, run) + (f" **{ratio[name]:.2f}** |" if name in ratio else " 1 |"))
+    print(
+        f"\n| at half gremio's peak ({half:,.0f} req/s offered, 16 paced connections) | achieved | p50 | p99 | errors |"
+        "\n|---|---|---|---|---|"
+    )
+    for name, result in paced.items():
+        print(
+            f"| {name} | {result.rps:,.0f} req/s | {result.p50_ms:.1f} ms | {result.p99_ms:.1f} ms | {result.errors} |"
+        )
+    seed, node = list(ANCHORS)[:2]
+    print(
+        f"\ngremio / long-lived Express: **{ratio[node]:.2f}** (goal >= 1.0); gremio / the seed's per-request "
+        f"producer: **{ratio[seed]:.2f}** (goal >= 3); gremio p99 at half its peak: "
+        f"**{paced['gremio'].p99_ms:.1f} ms** (goal <= 20 ms); load average {load()} at the end",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sweep", action="store_true", help="also compare API_WORKERS x API_THREADS")
-    parser.add_argument("--no-measure", action="store_true", help="only the sweep")
+    parser.add_argument("--no-measure", action="store_true", help="skip the gremio / baseline tables")
+    parser.add_argument(
+        "--no-anchors", action="store_true", help="skip the table against the Express anchors"
+    )
+    parser.add_argument(
+        "--anchors-only", action="store_true", help="only the table against the Express anchors"
+    )
+    parser.add_argument(
+        "--anchor-connections", type=int, default=16, help="wrk connections for the anchors' table"
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install wrk", file=sys.stderr)
@@ -365,6 +518,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# ingest API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores (shared)")
     with throwaway_stack() as stack:
         broker = stack.kafka.proc.pid  # type: ignore[union-attr]
+        if not args.no_anchors:
+            against_anchors(
+                tmp, stack.bootstrap_servers, broker, args.duration, args.anchor_connections, args.rounds
+            )
+        if args.anchors_only:
+            args.sweep, args.no_measure = False, True
         if args.sweep:
             sweep(tmp, broker, args.duration, args.connections, args.rounds)
         if not args.no_measure:

@@ -3,7 +3,9 @@
 Carts, fugitive reports and alerts come from the live location service's `GET /v1/live`
 (the same board it draws in a terminal), with the staff login: LOCAL_DIR/staff-login.json
 as `make up` keeps it, or STAFF_USER and STAFF_PASSWORD for another deployment. Refill orders
-come from PostgreSQL. Read-only: it can be started and stopped at will while `make up` runs.
+and Airflow's alerts of the last day (`report_late`, `premium_pending`: the board's list
+keeps only its last minutes) come from PostgreSQL. Read-only: it can be started and stopped
+at will while `make up` runs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +40,18 @@ def fetch_live(settings: Settings) -> dict[str, list[dict[str, Any]]]:
 def recent_orders(settings: Settings, limit: int = 8) -> list[dict[str, Any]]:
     with db.connect(settings) as conn, conn.cursor(row_factory=_dict_row()) as cur:
         return cur.execute(db.query("watch_recent_orders"), {"limit": limit}).fetchall()
+
+
+AIRFLOW_ALERTS_SINCE = timedelta(days=1)
+
+
+def airflow_alerts(settings: Settings, limit: int = 8) -> list[dict[str, Any]]:
+    """Airflow's alerts of the last day (no cart: a daily report late, a premium application waiting)."""
+    from gremio.records import now_utc
+
+    with db.connect(settings) as conn, conn.cursor(row_factory=_dict_row()) as cur:
+        since = now_utc() - AIRFLOW_ALERTS_SINCE
+        return cur.execute(db.query("watch_airflow_alerts"), {"since": since, "limit": limit}).fetchall()
 
 
 def _dict_row():
@@ -65,6 +80,19 @@ def render_orders(orders: list[dict[str, Any]], tz: ZoneInfo) -> Table:
     return table
 
 
+def render_airflow_alerts(alerts: list[dict[str, Any]], tz: ZoneInfo) -> Table:
+    table = Table(title="Airflow alerts (last 24 h)", expand=True, title_justify="left")
+    for name in ("Raised", "Kind", "Detail"):
+        table.add_column(name)
+    for alert in alerts:
+        table.add_row(
+            alert["created_at"].astimezone(tz).strftime("%d-%m %H:%M:%S"),
+            cell(alert["kind"], "bold yellow" if alert["kind"] == "report_late" else "cyan"),
+            cell(alert["detail"]),
+        )
+    return table
+
+
 def screen(settings: Settings, tz: ZoneInfo) -> RenderableType:
     parts: list[RenderableType] = []
     try:
@@ -81,6 +109,7 @@ def screen(settings: Settings, tz: ZoneInfo) -> RenderableType:
         parts.append(cell(f"live location service unreachable on port {settings.live_port}: {exc}", "red"))
     try:
         parts.append(render_orders(recent_orders(settings), tz))
+        parts.append(render_airflow_alerts(airflow_alerts(settings), tz))
     except Exception as exc:  # noqa: BLE001 - the screen says what is wrong and keeps going
         parts.append(cell(f"database unreachable: {exc}", "red"))
     return Group(*parts)

@@ -14,7 +14,8 @@ Runs **@monthly at 00:00 America/Santiago** on the 1st and decides the month tha
    application has the same RUT. Approved applications become `members`. Nothing already
    decided is decided again. Earlier months' regular applications still pending (ones that
    reached the topic after their own month's run had drained it) are decided too, first,
-   in the same received order: none is left pending for good.
+   in the same received order: none is left pending for good. Such a late decision is on
+   this month's list, the month that decided it, and not on the month it was received.
 3. **write_reports** writes `reports/members/YYYY-MM.txt` (for the guild's staff) and `.csv`:
    the new members, premium ones marked (the fast-track's approvals of the month, see
    `members_premium`), and the rejected applications with their reasons. A re-run rewrites
@@ -50,13 +51,18 @@ def guild_month(data_interval_start, params) -> dict[str, str]:
 
     month = guild_time.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"))
     start, end = guild_time.month_bounds(month, TIMEZONE)
-    return {"month": f"{month:%Y-%m}", "month_start": start.isoformat(), "month_end": end.isoformat()}
+    return {
+        "month": f"{month:%Y-%m}",
+        "first_day": month.isoformat(),
+        "month_start": start.isoformat(),
+        "month_end": end.isoformat(),
+    }
 
 
 # The check's query parameters: rendered per run, passed to the driver (never into the SQL text).
 MONTH_PARAMETERS = {
-    key: f"{{{{ guild_month(data_interval_start, params)['{key}'] }}}}"
-    for key in ("month_start", "month_end")
+    param: f"{{{{ guild_month(data_interval_start, params)['{key}'] }}}}"
+    for param, key in (("month", "first_day"), ("month_start", "month_start"), ("month_end", "month_end"))
 }
 # The month's list, as write_reports reads it, inside the check's relation.
 LIST_CHECK = query("members_monthly_check").replace("/* members_report */", query("members_report"))
@@ -111,6 +117,7 @@ def members_monthly():
                 premium=False,
                 received_until=end,
                 decided_by=f"members_monthly/{dag_run.run_id}",
+                listed_month=month,
             )
         return f"{month:%Y-%m}"
 

@@ -139,7 +139,8 @@ def principals(settings: Settings | None = None) -> tuple[Principal, ...]:
         ),
         # The drains (sales_daily, members_monthly, members_premium) and the premium watcher
         # read; poison goes to deadletter (plugins/kafka_drain.py); members_premium's sweep
-        # raises `premium_pending` alerts.
+        # raises `premium_pending` alerts and sales_daily's deadline `report_late` ones
+        # (plugins/deadlines.py, run by the triggerer).
         Principal(
             "airflow",
             "kafka_airflow_password",

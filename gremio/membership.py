@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 from psycopg.rows import dict_row, namedtuple_row
 
 from gremio.db import query
-from gremio.guild_time import month_bounds
+from gremio.guild_time import month_bounds, report_month
 from gremio.records import Alert, MemberApplication, now_utc
 from gremio.safetext import mask_rut
+from gremio.settings import get_settings
 from gremio.topics import MEMBERS_PREMIUM_PARTITION
 
 if TYPE_CHECKING:
@@ -186,11 +187,15 @@ def decide_pending(
     received_from: datetime | None = None,
     received_until: datetime | None = None,
     decided_at: datetime | None = None,
+    listed_month: date | None = None,
 ) -> list[Decision]:
     """Decide the pending applications of one lane (optionally received in [from, until)).
 
     One transaction under the decision lock: read, decide, record the decisions and the new
     members. Decided applications are left alone, so running it again decides nothing.
+    `listed_month` (its first day) is the month whose list of new members carries these
+    decisions: members_monthly gives its run's month; by default, the guild's month of the
+    decision (the fast-track's).
     """
     with conn.transaction():
         conn.execute(query("members_decision_lock"), {"lock": DECISION_LOCK})
@@ -207,7 +212,10 @@ def decide_pending(
         if not applications:
             return []
         decisions = decide(applications, load_registry(conn, applications))
-        _record(conn, decisions, decided_by, decided_at or now_utc())
+        decided_at = decided_at or now_utc()
+        if listed_month is None:
+            listed_month = report_month(decided_at, get_settings().guild_timezone)
+        _record(conn, decisions, decided_by, decided_at, listed_month)
     for d in decisions:
         # Personal data never reaches logs: the id, the lane, the outcome and a masked RUT.
         log.info(
@@ -222,7 +230,11 @@ def decide_pending(
 
 
 def _record(
-    conn: psycopg.Connection, decisions: list[Decision], decided_by: str, decided_at: datetime
+    conn: psycopg.Connection,
+    decisions: list[Decision],
+    decided_by: str,
+    decided_at: datetime,
+    listed_month: date,
 ) -> None:
     conn.execute(
         query("members_record_decisions"),
@@ -232,6 +244,7 @@ def _record(
             "reasons": [None if d.approved else str(d.rejection) for d in decisions],
             "decided_at": decided_at,
             "decided_by": decided_by,
+            "listed_month": listed_month,
         },
     )
     approved = [d.application.id for d in decisions if d.approved]
@@ -250,7 +263,8 @@ def month_decisions(conn: psycopg.Connection, month: date, timezone: str) -> lis
     """The month's decided applications, approved first, each in received order (report rows)."""
     start, end = month_bounds(month, timezone)
     cur = conn.cursor(row_factory=dict_row)
-    return cur.execute(query("members_report"), {"month_start": start, "month_end": end}).fetchall()
+    params = {"month": month.replace(day=1), "month_start": start, "month_end": end}
+    return cur.execute(query("members_report"), params).fetchall()
 
 
 # --- the premium safety net: applications pending too long raise an alert ------------------------
@@ -277,8 +291,10 @@ def alert_stalled_premium(
     `now - older_than` and not alerted yet; returns the alerts raised.
 
     The alerts are on the topic (acknowledged) before the database remembers them; were that
-    commit lost, the next sweep would send the same alert again, with the same id.
+    commit lost, the next sweep would send the same alert again, with the same id. They go
+    into the `alerts` table in the same transaction, for the live map and `gremio watch`.
     """
+    from gremio import alerts as alert_rows
     from gremio import kafka as gk
     from gremio import topics as t
 
@@ -288,6 +304,7 @@ def alert_stalled_premium(
         alerts = [premium_pending_alert(app_id, rut, received_at, now) for app_id, rut, received_at in rows]
         if not alerts:
             return []
+        alert_rows.insert(conn, alerts)
         gk.produce_all(
             prod,
             [

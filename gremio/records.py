@@ -452,7 +452,11 @@ class ReplenishmentOrder(Record):
     created_at: Timestamp
 
 
-AlertKind = Literal["jump", "out_of_area", "unregistered_cart", "fugitive_report", "premium_pending"]
+# The location service's four, and Airflow's: members_premium's premium_pending and
+# sales_daily's deadline alert report_late (no plate, no position).
+AlertKind = Literal[
+    "jump", "out_of_area", "unregistered_cart", "fugitive_report", "premium_pending", "report_late"
+]
 
 
 class Alert(Record):

@@ -14,9 +14,10 @@ import io
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from gremio.safetext import printable
 
@@ -93,6 +94,17 @@ def text_table(headers: Sequence[str], table: Sequence[Sequence[str]]) -> list[s
 def spanish_date(day: date) -> str:
     """`sábado 28 de noviembre de 2026`, without depending on the machine's locale."""
     return f"{WEEKDAYS[day.weekday()]} {day.day} de {MONTHS[day.month - 1]} de {day.year}"
+
+
+def local_instant(instant: datetime, timezone: str) -> datetime:
+    """An instant in the guild's zone, to the second (what a report shows of a time)."""
+    return instant.astimezone(ZoneInfo(timezone)).replace(microsecond=0)
+
+
+def spanish_moment(instant: datetime, timezone: str) -> str:
+    """`domingo 29 de noviembre de 2026 a las 00:15`, in the guild's zone."""
+    local = local_instant(instant, timezone)
+    return f"{spanish_date(local.date())} a las {local:%H:%M}"
 
 
 def cl_int(n: int) -> str:

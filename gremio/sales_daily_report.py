@@ -5,6 +5,10 @@ writes the same bytes. User text is made safe on the way (gremio.safetext): CSV 
 are neutralized against spreadsheet formula injection, and the .txt has no control
 characters. Each file is written under a temporary name that is then renamed, so a
 reader never sees half a report.
+
+A day that late sales revised (`gremio.sales_stats.Revision`) says so in its .json
+(`"revision"`) and its .txt (a line under the date); its .csv keeps the contract's columns,
+and a day never revised has no note at all.
 """
 
 from __future__ import annotations
@@ -18,9 +22,18 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-from gremio.report_files import cl_dec, cl_int, csv_bytes, spanish_date, text_lines, write_atomic
+from gremio.report_files import (
+    cl_dec,
+    cl_int,
+    csv_bytes,
+    local_instant,
+    spanish_date,
+    spanish_moment,
+    text_lines,
+    write_atomic,
+)
 from gremio.safetext import csv_cell, printable
-from gremio.sales_stats import UNREGISTERED, DayTotals, MasterDay
+from gremio.sales_stats import UNREGISTERED, DayTotals, MasterDay, Revision
 from gremio.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +60,12 @@ def daily_dir(reports_dir: Path) -> Path:
 
 
 def write_daily(
-    day: date, rows: list[MasterDay], totals: DayTotals, settings: Settings | None = None, chart: bool = True
+    day: date,
+    rows: list[MasterDay],
+    totals: DayTotals,
+    settings: Settings | None = None,
+    chart: bool = True,
+    revision: Revision | None = None,
 ) -> list[Path]:
     """Write the day's report files under settings.reports_dir; returns their paths."""
     settings = settings or get_settings()
@@ -55,8 +73,8 @@ def write_daily(
     rule = (settings.frequent_client_min_purchases, settings.frequent_client_window_days)
     renderers: dict[str, Callable[[], bytes]] = {
         "csv": lambda: render_csv(rows),
-        "json": lambda: render_json(day, rows, totals, tz),
-        "txt": lambda: render_txt(day, rows, totals, tz, rule),
+        "json": lambda: render_json(day, rows, totals, tz, revision),
+        "txt": lambda: render_txt(day, rows, totals, tz, rule, revision),
     }
     if chart and _can_draw():
         renderers["png"] = lambda: render_png(day, rows)
@@ -88,10 +106,27 @@ def render_csv(rows: list[MasterDay]) -> bytes:
     )
 
 
-def render_json(day: date, rows: list[MasterDay], totals: DayTotals, timezone: str) -> bytes:
-    doc = {
-        "day": day.isoformat(),
-        "timezone": timezone,
+def revision_doc(revision: Revision | None, timezone: str) -> dict[str, object] | None:
+    """The .json's `revision`: when late sales last changed the day, how many, and its first report."""
+    if revision is None or revision.revised_at is None or not revision.revised:
+        return None
+    first = revision.first_reported_at
+    return {
+        "revised_at": local_instant(revision.revised_at, timezone).isoformat(),
+        "late_sales": revision.late_sales,
+        "first_reported_at": local_instant(first, timezone).isoformat() if first else None,
+    }
+
+
+def render_json(
+    day: date, rows: list[MasterDay], totals: DayTotals, timezone: str, revision: Revision | None = None
+) -> bytes:
+    """The day for programs; `revision` only on a day late sales revised."""
+    doc: dict[str, object] = {"day": day.isoformat(), "timezone": timezone}
+    note = revision_doc(revision, timezone)
+    if note is not None:
+        doc["revision"] = note
+    doc |= {
         "masters": [
             {
                 "day": r.day.isoformat(),
@@ -133,12 +168,26 @@ def _display_plate(r: MasterDay) -> str:
     return f"{count} patente{'s' if count != 1 else ''}"
 
 
+def revision_line(revision: Revision | None, timezone: str) -> str | None:
+    """The .txt's note on a day late sales revised (None on a day never revised)."""
+    if revision is None or revision.revised_at is None or not revision.revised:
+        return None
+    n = revision.late_sales
+    arrived = (
+        "1 venta de este día llegó después del primer informe y ya está incluida"
+        if n == 1
+        else f"{cl_int(n)} ventas de este día llegaron después del primer informe y ya están incluidas"
+    )
+    return f"REVISADO el {spanish_moment(revision.revised_at, timezone)}: {arrived}."
+
+
 def render_txt(
     day: date,
     rows: list[MasterDay],
     totals: DayTotals,
     timezone: str,
     frequent_rule: tuple[int, int] = (2, 30),
+    revision: Revision | None = None,
 ) -> bytes:
     """The report people read; `frequent_rule` is (minimum purchases, window in days)."""
     headers = (
@@ -188,6 +237,7 @@ def render_txt(
     out = [
         "GREMIO DE SOPAIPILLEROS · Ventas del día",
         f"{spanish_date(day).capitalize()} ({day.isoformat()}, hora de {timezone.rpartition('/')[2].replace('_', ' ')})",
+        *filter(None, [revision_line(revision, timezone)]),
         "",
         f"Maestros con ventas: {selling} de {masters} · Ventas: {cl_int(totals.sales_count)}"
         f" · Unidades: {cl_int(totals.units_sold)} · Clientes: {cl_int(totals.clients)}",

@@ -4,20 +4,25 @@ The rules that are pure live here as functions (which day a run reports, the day
 in the guild's time zone, rounding, order, the frequent-clients text); the heavy lifting is
 one SQL query, `sql/queries/sales_daily_stats.sql`. Results go to `daily_master_stats`,
 from which `gremio.sales_daily_report` writes the files.
+
+Late sales (docs/SALES_DAILY.md, "Late sales"): `daily_sales_totals` also remembers when a
+day was first and last reported, how many of its sales the drain stored after its first
+report, and when that count last changed (`Revision`); `touched_days` finds the past days
+with sales stored since they were last reported, which the next run reports again.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
 from gremio.db import query
-from gremio.guild_time import day_bounds, window_start
+from gremio.guild_time import day_bounds, day_start, window_start
 from gremio.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -73,6 +78,20 @@ class DayTotals:
         return avg_units(self.units_sold, self.clients)
 
 
+@dataclass(frozen=True)
+class Revision:
+    """A day's report history: its first report, and the late sales that revised it."""
+
+    first_reported_at: datetime | None = None
+    revised_at: datetime | None = None
+    late_sales: int = 0
+
+    @property
+    def revised(self) -> bool:
+        """Late sales changed the day after its first report: its files say so."""
+        return self.revised_at is not None and self.late_sales > 0
+
+
 # --- pure rules -------------------------------------------------------------------------------
 
 
@@ -126,8 +145,18 @@ def compute_day(
     return report_order(rows), totals
 
 
-def store_day(conn: psycopg.Connection, day: date, rows: list[MasterDay], totals: DayTotals) -> None:
-    """Replace the day in daily_master_stats and daily_sales_totals, in one transaction."""
+def store_day(
+    conn: psycopg.Connection,
+    day: date,
+    rows: list[MasterDay],
+    totals: DayTotals,
+    settings: Settings | None = None,
+) -> None:
+    """Replace the day in daily_master_stats and daily_sales_totals, in one transaction.
+
+    The totals' row also counts the day's sales drained after its first report (`Revision`).
+    """
+    start, end = day_bounds(day, (settings or get_settings()).guild_timezone)
     with conn.transaction():
         conn.execute(query("sales_daily_prune"), {"day": day, "ruts": [r.rut for r in rows]})
         with conn.cursor() as cur:
@@ -136,6 +165,8 @@ def store_day(conn: psycopg.Connection, day: date, rows: list[MasterDay], totals
             query("sales_daily_totals_upsert"),
             {
                 "day": day,
+                "day_start": start,
+                "day_end": end,
                 "sales_count": totals.sales_count,
                 "units_sold": totals.units_sold,
                 "clients": totals.clients,
@@ -156,6 +187,39 @@ def load_day(conn: psycopg.Connection, day: date) -> tuple[list[MasterDay], DayT
         for r in rows
     ]  # fmt: skip
     return report_order(masters), DayTotals(**stored) if stored else DayTotals(0, 0, 0)
+
+
+def load_revision(conn: psycopg.Connection, day: date) -> Revision:
+    """The stored day's revision (no report, no late sales, if it was never computed)."""
+    stored = (
+        conn.cursor(row_factory=dict_row).execute(query("sales_daily_revision_load"), {"day": day}).fetchone()
+    )
+    return Revision(**stored) if stored else Revision()
+
+
+def mark_reported(conn: psycopg.Connection, day: date) -> None:
+    """Once the day's files are written: the numbers they show are its report (in one transaction)."""
+    with conn.transaction():
+        conn.execute(query("sales_daily_mark_reported"), {"day": day})
+
+
+def touched_days(conn: psycopg.Connection, day: date, settings: Settings | None = None) -> list[date]:
+    """The past days, back to `day` minus SALES_MAX_AGE_DAYS, with sales stored since they were last reported.
+
+    Also the days computed but never reported (their checks failed). Oldest first; never `day`
+    itself nor a later day. Older sales than that the API refuses, so older days cannot change.
+    """
+    settings = settings or get_settings()
+    tz = settings.guild_timezone
+    oldest = day - timedelta(days=settings.sales_max_age_days)
+    params = {
+        "oldest": oldest,
+        "day": day,
+        "timezone": tz,
+        "window_start": day_start(oldest, tz),
+        "window_end": day_start(day, tz),
+    }
+    return [row[0] for row in conn.execute(query("sales_daily_touched"), params).fetchall()]
 
 
 def _frequent(value: Any) -> tuple[FrequentClient, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import date
+from datetime import date, time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -194,6 +194,12 @@ class Settings(BaseSettings):
     frequent_clients_max: int = 3
     # sales_daily catches up from here on a fresh stack: a recent day keeps the backlog short.
     sales_daily_start_date: date = date(2026, 11, 22)
+    # A day's report is due by this hour (the guild's zone) of the morning after the day; a
+    # run that starts later than that (catch-up on a fresh stack, a scheduler that was down)
+    # has SALES_REPORT_GRACE_MINUTES from its start instead. Past it, Airflow's deadline alert
+    # raises `report_late` (plugins/deadlines.py, docs/SALES_DAILY.md "If the report is late").
+    sales_report_deadline: time = time(6, 0)
+    sales_report_grace_minutes: float = Field(default=60.0, ge=0)
     # members_monthly's first month (its runs catch up from here); earlier months: see docs/MEMBERSHIP.md.
     members_monthly_start_date: date = date(2026, 11, 1)
     # members_premium also runs every this many minutes (its safety net: it decides whatever is

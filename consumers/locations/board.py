@@ -23,6 +23,9 @@ _KIND_STYLE = {
     "out_of_area": "yellow",
     "unregistered_cart": "red",
     "fugitive_report": "bold red",
+    # Raised by Airflow (no plate): a premium application undecided, a daily report not written.
+    "premium_pending": "cyan",
+    "report_late": "bold yellow",
 }
 
 

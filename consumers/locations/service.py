@@ -1,8 +1,10 @@
 """The live-location service on the shared run loop (DESIGN §5, live locations).
 
 Group `location-tracker` reads `locations` (positions, and fugitive reports on p0) and
-`sales` (each sale carries its cart's position). Per batch: `view.apply`, the view's
-stateful update, moves the carts and decides the alerts; new alerts and reports go to PostgreSQL and to the `alerts`
+`sales` (each sale carries its cart's position). Per batch: the plates that would raise
+`unregistered_cart` are looked up in `members` (one query, only when there are any), so a
+member approved before a position arrived is known; `view.apply`, the view's stateful
+update, moves the carts and decides the alerts; new alerts and reports go to PostgreSQL and to the `alerts`
 topic; then the runner commits. See docs/LOCATIONS.md for the rules and scale-out.
 
 **Rebuild.** On every assignment each partition is sought back to the first record of the
@@ -18,7 +20,9 @@ CartPosition (id derived from the sale), so each cart lives on exactly one insta
 find a bad record: `process` returns the records refused for good (the handler's
 ValueError, or rows PostgreSQL refuses, found by writing the batch again one record at a
 time) and the runner dead-letters them. On a transient failure (PostgreSQL restarting) the
-alerts and reports not yet written are kept and written with the runner's next attempt.
+alerts and reports not yet written are kept and written with the runner's next attempt. A
+transient failure of the members lookup comes before the view changes: the whole batch is
+retried, and no alert is raised for want of an answer.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
@@ -70,6 +75,14 @@ POSITIONS = Counter(
 ALERTS = Counter("gremio_locations_alerts_total", "Alerts raised", ["kind"])
 REPORTS = Counter("gremio_locations_reports_total", "Fugitive reports processed")
 LIVE_CARTS = Gauge("gremio_locations_live_carts", "Carts with a position in the last LIVE_TTL_SECONDS")
+MEMBER_LOOKUPS = Counter(
+    "gremio_locations_member_lookups_total",
+    "Batches whose would-be unregistered_cart plates were looked up in `members` (one query each)",
+)
+MEMBERS_LEARNED = Counter(
+    "gremio_locations_members_learned_total",
+    "Plates found in `members` by those lookups: approved since the last members refresh",
+)
 for _kind in get_args(AlertKind):
     ALERTS.labels(_kind)
 for _result in ("applied", "stale", "forwarded"):
@@ -223,19 +236,21 @@ class LocationService(BaseService):
         if not self._seeded:
             # The suppression memory must hold other instances' alerts before raising any.
             self._refresh_feeds()
+        now = self.view.clock()  # the batch is judged at one time, the lookup's
+        self._learn_members(batch, now)
         effects = Effects(alerts=list(self._carried.alerts), reports=list(self._carried.reports))
         refused: list[tuple[Envelope, str]] = []
         forward: list[CartPosition] = []
         # Reports last: a report's nearest cart then sees positions that arrived with it.
         for env in sorted(batch, key=lambda e: isinstance(e.record, FugitiveReport)):
-            replay = env.offset < self._replay_until.get((env.topic, env.partition), -1)
+            replay = self._is_replay(env)
             record = env.record
             if isinstance(record, Sale) and not self.holds_cart(record.plate):
                 if not replay:
                     forward.append(position_from_sale(record))
                 continue
             try:
-                produced = self.view.apply(record, replay)
+                produced = self.view.apply(record, replay, now)
             except ValueError as exc:
                 if not replay:  # a replayed record's refusal was dead-lettered the first time
                     refused.append((env, failures.reason(exc)))
@@ -261,6 +276,39 @@ class LocationService(BaseService):
             ALERTS.labels(alert.kind).inc()
             log.warning("ALERT %s %s: %s", alert.kind, alert.plate or "-", alert.detail)
         return refused
+
+    def _is_replay(self, env: Envelope) -> bool:
+        return env.offset < self._replay_until.get((env.topic, env.partition), -1)
+
+    def _learn_members(self, batch: Sequence[Envelope], now: datetime) -> None:
+        """Look up in `members` the plates that would raise `unregistered_cart` at `now`.
+
+        One query, and only when an alert would be raised (a cart already alerted for is
+        suppressed, so it costs nothing while it keeps pinging). It runs after the batch
+        arrived, so an approval committed before a position was received is always found.
+        A transient failure propagates before the view changes: the runner retries the
+        whole batch, and no alert is raised because PostgreSQL was away.
+        """
+        judged = [
+            env.record
+            for env in batch
+            if not self._is_replay(env)
+            and (
+                isinstance(env.record, CartPosition)
+                or (isinstance(env.record, Sale) and self.holds_cart(env.record.plate))
+            )
+        ]
+        plates = self.view.unknown_plates(judged, now)
+        if not plates:
+            return
+        found = self.store.members_among(plates)
+        MEMBER_LOOKUPS.inc()
+        if found:
+            MEMBERS_LEARNED.inc(len(found))
+            self.view.add_members(found)
+            log.info(
+                "%d of %d unknown plates are members approved since the last refresh", len(found), len(plates)
+            )
 
     def tick(self, now: float) -> None:
         if self._is_due("expire", now, EXPIRE_SECONDS):

@@ -47,6 +47,13 @@ class LiveStore:
         rows = self.conn.cursor(row_factory=namedtuple_row).execute(db.query("locations_members"))
         return {row.plate: row.name for row in rows.fetchall()}
 
+    def members_among(self, plates: Sequence[str]) -> dict[str, str]:
+        """The approved members among `plates` (one query), with their masters' names."""
+        rows = self.conn.cursor(row_factory=namedtuple_row).execute(
+            db.query("locations_members_among"), {"plates": list(plates)}
+        )
+        return {row.plate: row.name for row in rows.fetchall()}
+
     def suppression(self, since: datetime) -> list[tuple[str, str, datetime]]:
         """(kind, plate, last created_at) of the alerts raised since `since`."""
         rows = self.conn.cursor(row_factory=namedtuple_row).execute(

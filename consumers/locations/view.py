@@ -179,23 +179,49 @@ class LiveView:
 
     # --- inputs -------------------------------------------------------------------------
 
-    def apply(self, record: Record, replay: bool = False) -> Effects:
+    def apply(self, record: Record, replay: bool = False, now: datetime | None = None) -> Effects:
         """Update the view with one record and return its effects (the view changes: applying
         a record twice is not the same as once). A replayed record (already processed
-        before) only rebuilds state."""
+        before) only rebuilds state. A position is judged at `now` (default: the clock); the
+        service gives a whole batch the time it asked `unknown_plates` at."""
         with self.lock:
             if isinstance(record, CartPosition):
-                return self._position(record, "position", replay)
+                return self._position(record, "position", replay, now or self.clock())
             if isinstance(record, Sale):
-                return self._position(position_from_sale(record), "sale", replay)
+                return self._position(position_from_sale(record), "sale", replay, now or self.clock())
             if isinstance(record, FugitiveReport):
                 return Effects() if replay else self._report(record)
             raise TypeError(f"the live view does not take {type(record).__name__}")
+
+    def unknown_plates(self, records: Iterable[Record], now: datetime | None = None) -> list[str]:
+        """The plates among these positions and sales that would raise `unregistered_cart` at
+        `now`: no approved member's as far as the view knows, and not suppressed. Sorted.
+
+        The service looks them up in `members` before it applies the batch (at the same
+        `now`), so an approval committed before a position arrived is always seen. A cart
+        already alerted for stays suppressed, so pinging while unregistered costs no lookup.
+        Pass only the records that are applied unreplayed: the others raise nothing.
+        """
+        with self.lock:
+            now = now or self.clock()
+            plates = {
+                record.plate
+                for record in records
+                if isinstance(record, CartPosition | Sale)
+                and record.plate not in self._members
+                and not self._suppressed("unregistered_cart", record.plate, now)
+            }
+            return sorted(plates)
 
     def set_members(self, members: Mapping[str, str]) -> None:
         """The approved members' plates, each with its master's name."""
         with self.lock:
             self._members = dict(members)
+
+    def add_members(self, members: Mapping[str, str]) -> None:
+        """Members found since the last `set_members` (plate -> master's name)."""
+        with self.lock:
+            self._members.update(members)
 
     def seed_suppression(self, raised: Iterable[tuple[str, str, datetime]]) -> None:
         """Remember alerts raised earlier (kind, plate, created_at), e.g. before a restart."""
@@ -301,8 +327,7 @@ class LiveView:
     def _expired(self, cart: Cart, now: datetime) -> bool:
         return now - cart.seen_at > self.rules.ttl
 
-    def _position(self, pos: CartPosition, source: str, replay: bool) -> Effects:
-        now = self.clock()
+    def _position(self, pos: CartPosition, source: str, replay: bool, now: datetime) -> Effects:
         effects = Effects()
         seen = min(pos.received_at, now)
         cart = self._carts.get(pos.plate)
@@ -352,17 +377,20 @@ class LiveView:
         self, effects: Effects, kind: AlertKind, pos: CartPosition, now: datetime, detail: str
     ) -> None:
         """Raise unless the same kind was raised for the same cart within the window."""
-        key = (kind, pos.plate)
-        last = self._last_raised.get(key)
-        if last is not None and now - last < self.rules.suppress:
+        if self._suppressed(kind, pos.plate, now):
             return
-        self._last_raised[key] = now
+        self._last_raised[(kind, pos.plate)] = now
         alert = Alert(
             id=alert_id(pos.id, kind), kind=kind, plate=pos.plate, lat=pos.lat, lon=pos.lon,
             detail=detail, created_at=now,
         )  # fmt: skip
         self._alerts.setdefault(alert.id, alert)
         effects.alerts.append(Raised(alert, pos.plate))
+
+    def _suppressed(self, kind: AlertKind, plate: str, now: datetime) -> bool:
+        """Whether the same kind was raised for the same cart within the window."""
+        last = self._last_raised.get((kind, plate))
+        return last is not None and now - last < self.rules.suppress
 
     def _report(self, report: FugitiveReport) -> Effects:
         """Every report is shown with the nearest live cart and raises one alert."""

@@ -34,6 +34,21 @@ STAFF_PASSWORD_HASH = generate_password_hash(STAFF_PASSWORD)
 ROLE_PASSWORDS = {role: secrets.token_urlsafe(32) for role in ("stock", "locations", "airflow")}
 
 
+def stop_group(proc: subprocess.Popen, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> None:
+    """Stop a process started with start_new_session=True, its whole group; SIGKILL it if it
+    outstays `timeout`."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass
+
+
 @dataclass
 class Server:
     name: str
@@ -53,16 +68,8 @@ class Server:
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> None:
         """Stop the whole process group; SIGKILL it if it outstays `timeout`."""
-        if not self.proc or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        except ProcessLookupError:
-            pass
+        if self.proc:
+            stop_group(self.proc, sig, timeout)
 
     @property
     def running(self) -> bool:

@@ -1,8 +1,9 @@
 -- Checks before publishing (docs/MEMBERSHIP.md): the month's decided applications beside how
 -- many times the month's list (members_report, put in place of the marker below by
 -- dags/members_monthly.py) has each. An application is named by its id only. The decided
--- applications of the month are the regular ones received in it and the premium ones
--- decided in it. Parameters: month_start, month_end (gremio.guild_time.month_bounds).
+-- applications of the month are those whose decision it lists (listed_month, sql/085): the
+-- regular ones its run decided and the premium ones decided in it. Parameters: month (its
+-- first day), month_start, month_end (gremio.guild_time.month_bounds).
 with listed as (
     select id, count(*) as times
     from (
@@ -15,8 +16,11 @@ decided as (
     from member_applications
     where status <> 'pending'
         and (
-            (not premium and received_at >= %(month_start)s::timestamptz and received_at < %(month_end)s::timestamptz)
-            or (premium and decided_at >= %(month_start)s::timestamptz and decided_at < %(month_end)s::timestamptz)
+            listed_month = %(month)s::date
+            or listed_month is null and (
+                (not premium and received_at >= %(month_start)s::timestamptz and received_at < %(month_end)s::timestamptz)
+                or (premium and decided_at >= %(month_start)s::timestamptz and decided_at < %(month_end)s::timestamptz)
+            )
         )
 )
 select 'application ' || coalesce(d.id, l.id) as application,

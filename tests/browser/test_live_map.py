@@ -166,3 +166,29 @@ def test_the_map_and_its_json_need_the_staff_login(serve, phone):
     assert page.request.get(base + "/v1/live").status == 200
     live = page.goto(base + "/v1/live")
     assert live is not None and live.status == 200 and set(live.json()) == {"carts", "reports", "alerts"}
+
+
+def test_airflows_alerts_are_listed_without_a_cart_or_a_place(serve, phone):
+    """report_late and premium_pending, as the service merges them from the `alerts` table."""
+    from datetime import date, timedelta
+
+    from deadlines import report_late_alert
+
+    from gremio import membership
+
+    now = r.now_utc()
+    view = LiveView(Rules.from_settings(get_settings()))
+    late = report_late_alert(date(2026, 12, 2), now - timedelta(minutes=1), "America/Santiago", now)
+    waiting = membership.premium_pending_alert(uuid.uuid4(), "17710042-3", now - timedelta(seconds=75), now)
+    view.merge_alerts([late, waiting])
+    page, _ = phone(http_credentials=staff_credentials())
+    page.goto(serve(create_app(view)) + "/")
+    item = page.locator(f'#alert-list li[data-alert-id="{late.id}"]')
+    expect(item).to_contain_text("Informe atrasado")
+    expect(item).to_contain_text("El informe de ventas del 02-12-2026 no estaba listo a la hora.")
+    waiting_item = page.locator(f'#alert-list li[data-alert-id="{waiting.id}"]')
+    expect(waiting_item).to_contain_text("Solicitud premium en espera")
+    expect(waiting_item).to_contain_text("Una solicitud premium lleva 75 s sin decidirse.")
+    expect(page.locator("#alert-list .plate")).to_have_count(0)  # no cart to name
+    expect(page.locator("g.marker-alert")).to_have_count(0)  # and nowhere to draw them
+    expect(page.locator("#count-alerts")).to_have_text("2")

@@ -18,6 +18,36 @@ def _services(stack):
     return stack
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dag_test_with_deadlines() -> Iterator[None]:
+    """Let dag.test() finish a run of a DAG with a deadline (sales_daily, plugins/deadlines.py).
+
+    Airflow 3.3.2's dag.test() hands the run its DAG serialized in memory, whose `deadline`
+    holds the alerts' definitions, where the scheduler's copy holds the ids of the stored
+    alerts. A successful run then looks the definitions up as ids and fails. Here a definition
+    stands for its stored alert (only its reference is read: to drop the run's deadlines).
+    The deadlines themselves are made and dropped by Airflow, from its database, as always.
+    """
+    from airflow.models.deadline_alert import DeadlineAlert
+
+    by_id = DeadlineAlert.get_by_id.__func__
+
+    def get_by_id(cls, deadline_alert_id, *, session=None):
+        if isinstance(deadline_alert_id, dict):
+            definition = deadline_alert_id.get("__var", deadline_alert_id)
+            return cls(
+                name=definition.get("name"),
+                reference=definition["reference"],
+                interval=definition["interval"],
+                callback_def=definition["callback"],
+            )
+        return by_id(cls, deadline_alert_id, **({} if session is None else {"session": session}))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DeadlineAlert, "get_by_id", classmethod(get_by_id))
+        yield
+
+
 @pytest.fixture(scope="module")
 def load_dag(airflow_db, request) -> Iterator[Callable]:
     """Load a DAG file as the dag-processor sees it: `load_dag("sales_daily")`.

@@ -726,8 +726,11 @@ def test_no_applicant_name_rut_or_email_reaches_the_task_logs(premium, monthly, 
             assert value not in text, f"{value!r} reached a log"
 
 
-def test_a_late_regular_application_of_an_earlier_month_is_decided_by_the_next_run(monthly, february):
-    """Received in January, on the topic only after January's run had drained it: February's decides it."""
+def test_a_late_regular_application_of_an_earlier_month_is_decided_by_the_next_run(load_dag, february):
+    """Received in January, on the topic only after January's run had drained it: February's run
+    decides it, and February's list carries it."""
+    # A fresh copy: dag.test(run_conf=...) in an earlier test leaves its params on the module's.
+    monthly = load_dag("members_monthly")
     late = application(17700040, "Pía Tarde", "GRTP40", at(1, 20, 9))
     produce([late])
     run = run_month(monthly, 2025, 2)
@@ -737,6 +740,11 @@ def test_a_late_regular_application_of_an_earlier_month_is_decided_by_the_next_r
             "select decided_by from member_applications where id = %s", (late.id,)
         ).fetchone()
     assert decided_by == (f"members_monthly/{run.run_id}",)
+    # On the list of the month that decided it, once, and not on the month it was received.
+    assert report("2025-02", "csv").read_text(encoding="utf-8").count("GRTP40") == 1
+    run_month(monthly, 2025, 1)
+    assert "GRTP40" not in report("2025-01", "csv").read_text(encoding="utf-8")
+    assert "GRTP40" not in report("2025-01", "txt").read_text(encoding="utf-8")
 
 
 # --- the premium safety net ------------------------------------------------------------------------

@@ -383,14 +383,16 @@ def test_a_seeded_inconsistency_fails_its_check_naming_the_master_and_leaves_the
             conn.execute("delete from sales where id = %s", (late.id,))
 
     assert run.state == DagRunState.FAILED
+    # The run reports D alone (no late sales touched an earlier day): map index 0 of report_day.
+    assert task_result("sales_daily", run.run_id, "touched_days") == [D.isoformat()]
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["compute_stats"] == TaskInstanceState.SUCCESS
-    assert states["check_master_numbers"] == TaskInstanceState.FAILED
-    assert states["check_day_totals"] == TaskInstanceState.FAILED
-    assert states["check_nothing_negative"] == TaskInstanceState.SUCCESS
-    assert states["write_reports"] == TaskInstanceState.UPSTREAM_FAILED
+    assert states["report_day.compute_stats"] == TaskInstanceState.SUCCESS
+    assert states["report_day.check_master_numbers"] == TaskInstanceState.FAILED
+    assert states["report_day.check_day_totals"] == TaskInstanceState.FAILED
+    assert states["report_day.check_nothing_negative"] == TaskInstanceState.SUCCESS
+    assert states["report_day.write_reports"] == TaskInstanceState.UPSTREAM_FAILED
     # A failed check is not retried: the numbers would not change by themselves.
-    assert task_tries("sales_daily", run.run_id, "check_master_numbers") == [(1, "failed")]
+    assert task_tries("sales_daily", run.run_id, "report_day.check_master_numbers") == [(1, "failed")]
     out, err = capfd.readouterr()
     logged = "\n".join([out, err, caplog.text])  # dag.test() runs the tasks in-process
     failure = f"sales_daily {D.isoformat()}: check before publishing failed"
@@ -419,5 +421,10 @@ def test_the_checks_day_bounds_are_the_guilds(dag):
     for day in (D, date(2026, 4, 4), date(2026, 9, 6)):
         got = dag.user_defined_macros["guild_day"](at(day, 0, 15), {})
         start, end = day_bounds(day, tz)
-        assert got == {"day": day.isoformat(), "day_start": start.isoformat(), "day_end": end.isoformat()}
+        assert got == {
+            "day": day.isoformat(),
+            "day_start": start.isoformat(),
+            "day_end": end.isoformat(),
+            "what": f"sales_daily {day.isoformat()}",
+        }
     assert dag.user_defined_macros["guild_day"](at(D, 0, 15), {"day": "2025-02-01"})["day"] == "2025-02-01"

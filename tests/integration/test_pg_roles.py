@@ -73,7 +73,9 @@ REFUSED = {
     "airflow": [
         "select * from cart_stock",
         "update replenishment_orders set status = 'delivered'",
-        "select * from alerts",
+        "select * from alerts",  # it adds alerts (premium_pending, report_late), never reads them
+        "delete from alerts",
+        "update alerts set detail = 'x'",
         "select * from fugitive_reports",
         "insert into background_flags (rut, reason) values ('1-9', 'x')",
         "delete from background_flags",
@@ -215,6 +217,7 @@ OWN_QUERIES = {
     },
     "locations": {
         "locations_members": {},
+        "locations_members_among": {"plates": NONE},
         "locations_suppression": {"since": EPOCH},
         "locations_recent_alerts": {"since": EPOCH, "limit": 1},
         "locations_recent_reports": {"since": EPOCH, "limit": 1},
@@ -233,6 +236,12 @@ OWN_QUERIES = {
                 "nearest_distances",
             ),
             NONE,
+        ),
+    },
+    # Airflow's alerts into the table (gremio/alerts.py, sql/090_alert_kinds.sql).
+    "airflow": {
+        "alerts_insert": dict.fromkeys(
+            ("ids", "kinds", "plates", "lats", "lons", "details", "created_at"), NONE
         ),
     },
 }
@@ -274,6 +283,7 @@ def test_the_airflow_role_drains_decides_and_computes():
             decided_by="test_pg_roles",
             received_from=datetime(1999, 1, 1, tzinfo=UTC),
             received_until=datetime(1999, 2, 1, tzinfo=UTC),
+            listed_month=date(1999, 1, 1),
         )
         assert [d.status for d in decided] == ["approved"]
         assert membership.month_decisions(conn, date(1999, 1, 1), "UTC")
@@ -281,3 +291,17 @@ def test_the_airflow_role_drains_decides_and_computes():
         rows, totals = sales_stats.compute_day(conn, day)
         sales_stats.store_day(conn, day, rows, totals)
         assert sales_stats.load_day(conn, day)[1] == totals
+
+
+def test_the_airflow_role_adds_its_alerts_once_each():
+    """premium_pending and report_late, no plate, no position; a repeat (same id) adds nothing."""
+    from gremio import alerts
+    from gremio.records import Alert, now_utc
+
+    raised = [
+        Alert(id=uuid.uuid4(), kind=kind, detail=f"test_pg_roles {kind}", created_at=now_utc())
+        for kind in ("premium_pending", "report_late")
+    ]
+    with connect("airflow") as conn, conn.transaction(force_rollback=True):
+        assert alerts.insert(conn, raised) == 2
+        assert alerts.insert(conn, raised) == 0

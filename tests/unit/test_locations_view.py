@@ -219,6 +219,44 @@ def test_suppression_seeded_from_earlier_alerts(view: LiveView, clock: Clock) ->
     assert kinds(view.apply(ping("ZZ9999", *PLAZA, clock.now))) == ["unregistered_cart"]
 
 
+def test_unknown_plates_are_the_ones_about_to_raise_unregistered_cart(view: LiveView, clock: Clock) -> None:
+    batch = [
+        ping("ZZ9999", *PLAZA, T0), sale("ZZ9999", *PLAZA, T0), ping("BBCL12", *PLAZA, T0),
+        ping("YY8888", *PLAZA, T0), report(*PLAZA, T0, plate="XX7777"),
+    ]  # fmt: skip
+    assert view.unknown_plates(batch) == ["YY8888", "ZZ9999"]  # members and reports need no lookup
+    assert view.unknown_plates([]) == []
+    view.apply(ping("ZZ9999", *PLAZA, T0))
+    # A cart already alerted for costs no lookup while it keeps pinging, until its window ends.
+    clock.advance(299)
+    assert view.unknown_plates(batch) == ["YY8888"]
+    assert view.unknown_plates(batch, T0 + timedelta(seconds=300)) == ["YY8888", "ZZ9999"]
+
+
+def test_a_member_found_by_the_lookup_raises_nothing(view: LiveView, clock: Clock) -> None:
+    view.apply(ping("ZZ9999", *PLAZA, T0))  # before the approval: a true alert
+    clock.advance(300)
+    fresh = ping("ZZ9999", *PLAZA, clock.now)
+    assert view.unknown_plates([fresh, ping("YY8888", *PLAZA, clock.now)]) == ["YY8888", "ZZ9999"]
+    view.add_members({"ZZ9999": "Rosa Díaz"})  # what the service found in `members`
+    assert kinds(view.apply(fresh)) == []
+    assert kinds(view.apply(ping("YY8888", *PLAZA, clock.now))) == ["unregistered_cart"]
+    assert view.master("ZZ9999") == "Rosa Díaz" and view.master("BBCL12") == "Ana Pérez"
+    view.set_members({"BBCL12": "Ana Pérez"})  # the periodic refresh still removes members
+    assert view.master("ZZ9999") is None
+
+
+def test_a_batch_judged_at_one_time_agrees_with_its_lookup(view: LiveView, clock: Clock) -> None:
+    view.apply(ping("ZZ9999", *PLAZA, T0))
+    at = T0 + timedelta(seconds=299.999)
+    batch = [ping("ZZ9999", *PLAZA, at)]
+    assert view.unknown_plates(batch, at) == []
+    clock.advance(400)  # the clock moves on while the batch is handled: `now` keeps the lookup's time
+    assert kinds(view.apply(batch[0], now=at)) == []
+    raised = view.apply(ping("ZZ9999", *PLAZA, clock.now), now=T0 + timedelta(seconds=301)).alerts
+    assert [r.alert.created_at for r in raised] == [T0 + timedelta(seconds=301)]
+
+
 def test_replayed_records_rebuild_the_view_but_raise_nothing(view: LiveView, clock: Clock) -> None:
     view.apply(ping("ZZ9999", -33.0, -71.6, T0), replay=True)
     clock.advance(5)

@@ -25,6 +25,25 @@ const ALERT_KINDS = {
         ? `El carrito del gremio ${a.plate} está a menos de ${config.match_radius_m} m.`
         : `Ningún carrito del gremio a menos de ${config.match_radius_m} m.`,
   ],
+  // Raised by Airflow: no cart and no place, so they are listed, never drawn on the map.
+  premium_pending: [
+    "Solicitud premium en espera",
+    (a) => {
+      const waited = /pending for (\d+) s/.exec(a.detail);
+      return waited
+        ? `Una solicitud premium lleva ${waited[1]} s sin decidirse.`
+        : "Una solicitud premium lleva más de un minuto sin decidirse.";
+    },
+  ],
+  report_late: [
+    "Informe atrasado",
+    (a) => {
+      const day = /\d{4}-\d{2}-\d{2}/.exec(a.detail);
+      return day
+        ? `El informe de ventas del ${day[0].split("-").reverse().join("-")} no estaba listo a la hora.`
+        : "Un informe de ventas diario no estaba listo a la hora.";
+    },
+  ],
 };
 
 const RINGED = new Set(["jump", "out_of_area"]);
