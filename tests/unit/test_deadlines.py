@@ -1,7 +1,7 @@
 """sales_daily's deadline rules (plugins/deadlines.py): when a day's report is due, and its alert.
 
 Airflow's own handling of the deadline (the scheduler, the triggerer) is tested for real in
-tests/dags/test_deadline.py.
+tests/dags/test_sales_report_late.py.
 """
 
 from __future__ import annotations

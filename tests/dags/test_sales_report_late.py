@@ -5,6 +5,10 @@ The real `airflow scheduler` finds the missed deadline and queues its callback, 
 scheduler starts no run of its own: the runs here are made by the test (one as the scheduler
 makes its scheduled runs, one with dag.test()). The report_late alert must reach the Kafka
 topic `alerts`, the `alerts` table, and the location service's /v1/live.
+
+Its real scheduler and dag-processor store sales_daily's serialized DAG again, which a later
+dag.test() of sales_daily in the same session trips over (Airflow 3.3.2: "Multiple rows returned
+... DagRun.serialized_dag"): the file is named to run after test_sales_daily and test_sales_late.
 """
 
 from __future__ import annotations
