@@ -176,7 +176,7 @@ def sales_daily():
                 sales_stats.mark_reported(conn, when)
             return [str(p) for p in paths]
 
-        stats = compute_stats(day)
+        stats = compute_stats(day=day)
         # Checks before publishing: what compute_stats stored, against the raw sales and itself.
         named = {
             "parameters": stats,
@@ -221,7 +221,7 @@ def sales_daily():
             **named,
         )
         checks = [masters, negatives, totals]
-        checks >> write_reports(stats["day"])
+        checks >> write_reports(day=stats["day"])
 
     days = touched_days()
     drain >> days

@@ -291,6 +291,10 @@ def test_the_airflow_role_drains_decides_and_computes():
         rows, totals = sales_stats.compute_day(conn, day)
         sales_stats.store_day(conn, day, rows, totals)
         assert sales_stats.load_day(conn, day)[1] == totals
+        # Late sales (sql/080_late_sales.sql): the report's marks, and the days they touched.
+        sales_stats.mark_reported(conn, day)
+        assert sales_stats.load_revision(conn, day).first_reported_at is not None
+        assert sales_stats.touched_days(conn, date(1999, 1, 12)) == []
 
 
 def test_the_airflow_role_adds_its_alerts_once_each():

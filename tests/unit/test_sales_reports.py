@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from gremio import sales_daily_report
-from gremio.sales_stats import UNREGISTERED, DayTotals, FrequentClient, MasterDay
+from gremio.report_files import spanish_moment
+from gremio.sales_stats import UNREGISTERED, DayTotals, FrequentClient, MasterDay, Revision
 from gremio.settings import Settings
 
 DAY = date(2026, 11, 28)
@@ -89,6 +91,79 @@ def test_every_renderer_gives_the_same_bytes_twice():
         lambda: sales_daily_report.render_png(DAY, ROWS),
     ):
         assert render() == render()
+
+
+# --- late sales: the revision note (issue 15) ------------------------------------------------------
+
+SCL = ZoneInfo(TZ)
+FIRST_REPORT = datetime(2026, 11, 29, 0, 16, 5, 123456, tzinfo=SCL)
+REVISED = Revision(FIRST_REPORT, datetime(2026, 11, 30, 3, 15, 42, 987654, tzinfo=UTC), 3)
+
+
+def test_a_revised_day_says_so_in_its_json_when_and_how_many_late_sales():
+    doc = json.loads(sales_daily_report.render_json(DAY, ROWS, TOTALS, TZ, REVISED))
+    assert doc["revision"] == {
+        "revised_at": "2026-11-30T00:15:42-03:00",  # the guild's time, to the second
+        "late_sales": 3,
+        "first_reported_at": "2026-11-29T00:16:05-03:00",
+    }
+    assert list(doc) == ["day", "timezone", "revision", "masters", "totals"]
+    unrevised = json.loads(sales_daily_report.render_json(DAY, ROWS, TOTALS, TZ))
+    assert {k: v for k, v in doc.items() if k != "revision"} == unrevised
+
+
+def test_a_revised_day_says_so_in_its_txt_in_spanish_under_the_date():
+    lines = sales_daily_report.render_txt(DAY, ROWS, TOTALS, TZ, revision=REVISED).decode().splitlines()
+    assert lines[1].startswith("Sábado 28 de noviembre de 2026")
+    assert lines[2] == (
+        "REVISADO el lunes 30 de noviembre de 2026 a las 00:15: 3 ventas de este día llegaron"
+        " después del primer informe y ya están incluidas."
+    )
+    assert lines[3] == ""
+    one = Revision(FIRST_REPORT, REVISED.revised_at, 1)
+    assert "REVISADO el lunes 30 de noviembre de 2026 a las 00:15: 1 venta de este día llegó después" in (
+        sales_daily_report.render_txt(DAY, ROWS, TOTALS, TZ, revision=one).decode()
+    )
+    many = Revision(FIRST_REPORT, REVISED.revised_at, 1234)
+    assert (
+        ": 1.234 ventas de este día"
+        in sales_daily_report.render_txt(DAY, ROWS, TOTALS, TZ, revision=many).decode()
+    )
+
+
+def test_a_day_never_revised_has_no_note_and_the_same_bytes_as_before():
+    plain = (
+        sales_daily_report.render_json(DAY, ROWS, TOTALS, TZ),
+        sales_daily_report.render_txt(DAY, ROWS, TOTALS, TZ),
+    )
+    for revision in (None, Revision(), Revision(FIRST_REPORT), Revision(FIRST_REPORT, REVISED.revised_at, 0)):
+        assert not (revision and revision.revised)
+        got = (
+            sales_daily_report.render_json(DAY, ROWS, TOTALS, TZ, revision),
+            sales_daily_report.render_txt(DAY, ROWS, TOTALS, TZ, revision=revision),
+        )
+        assert got == plain
+    assert b"REVISADO" not in plain[1] and b"revision" not in plain[0]
+
+
+def test_a_revised_day_keeps_the_contract_csv_and_its_bytes_on_a_rerun(tmp_path):
+    settings = Settings(reports_dir=tmp_path)
+    paths = sales_daily_report.write_daily(DAY, ROWS, TOTALS, settings, chart=False, revision=REVISED)
+    written = {p.suffix: p.read_bytes() for p in paths}
+    assert written[".csv"] == sales_daily_report.render_csv(ROWS)
+    assert written[".csv"].decode().splitlines()[0] == ",".join(sales_daily_report.CSV_COLUMNS)
+    sales_daily_report.write_daily(DAY, ROWS, TOTALS, settings, chart=False, revision=REVISED)
+    assert {p.suffix: p.read_bytes() for p in paths} == written
+
+
+def test_spanish_moments_are_in_the_guilds_time():
+    assert spanish_moment(datetime(2026, 11, 30, 3, 15, 59, tzinfo=UTC), TZ) == (
+        "lunes 30 de noviembre de 2026 a las 00:15"
+    )
+    # Winter time (UTC-4) after the first Saturday of April.
+    assert (
+        spanish_moment(datetime(2026, 6, 1, 4, 5, tzinfo=UTC), TZ) == "lunes 1 de junio de 2026 a las 00:05"
+    )
 
 
 def test_the_chart_is_a_png():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -11,6 +11,7 @@ from gremio.sales_stats import (
     UNREGISTERED,
     FrequentClient,
     MasterDay,
+    Revision,
     avg_units,
     format_frequent,
     report_order,
@@ -60,3 +61,11 @@ def test_a_master_row_knows_its_derived_values():
     assert row.frequent_clients_text == "x:2"
     assert row.registered
     assert not _row(UNREGISTERED, "ZZ9999", 1).registered
+
+
+def test_a_day_is_revised_only_when_late_sales_changed_it():
+    reported = datetime(2026, 11, 29, 3, 16, tzinfo=UTC)
+    assert not Revision().revised  # never reported
+    assert not Revision(reported).revised  # reported once, nothing late
+    assert not Revision(reported, reported, 0).revised  # the late sales went away again
+    assert Revision(reported, reported, 2).revised
