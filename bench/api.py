@@ -58,6 +58,7 @@ from gremio.stack.testing import stop_group
 from gremio.tokens import cart_token
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+GRANIAN = Path(sys.executable).with_name("granian")
 PLATE = "BBCL12"
 CONF = REPO_ROOT / "ingest_api" / "gunicorn_conf.py"
 
@@ -184,6 +185,32 @@ def server(app: str, conf: Path, workers: int, threads: int, log: Path) -> Itera
         )  # fmt: skip
     with _ready(proc, f"http://127.0.0.1:{port}", log, "gunicorn") as served:
         yield served
+
+
+@contextlib.contextmanager
+def granian(factory: str, workers: int, threads: int, log: Path) -> Iterator[Served]:
+    """The same app under granian's WSGI interface (Rust HTTP, a Python thread pool per worker).
+
+    granian has no post_fork hook: `create_app()` runs in each worker (--factory) and makes the
+    worker's producer and revocations reader there, as it does on first use anywhere.
+    """
+    port = free_port()
+    metrics_dir = Path(tempfile.mkdtemp(prefix="gremio-api-metrics-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    command = [
+        str(GRANIAN), "--interface", "wsgi", "--factory", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--blocking-threads", str(threads), "--no-ws", "--log-level", "warning",
+        factory,
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        with _ready(proc, f"http://127.0.0.1:{port}", log, "granian") as served:
+            yield served
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -427,6 +454,55 @@ def measure(tmp: Path, broker_pid: int, duration: float, connections: int, round
     print(f"\ngremio / baseline batch throughput: {batch_ratio:.2f}")
 
 
+def position() -> dict:
+    return {"plate": PLATE, "lat": -33.4489, "lon": -70.6693}
+
+
+def wsgi_servers(tmp: Path, broker_pid: int, duration: float, connections: int, rounds: int) -> None:
+    """The real app (Flask, create_app()) under each WSGI server, all up at once on the same
+    broker, each in every round (order rotating), for POST /v1/sales and POST /v1/locations."""
+    settings = get_settings()
+    workers, threads = settings.api_workers, settings.api_threads
+    sync_conf = tmp / "gunicorn_sync.py"
+    sync_conf.write_text(
+        f"exec(compile(open({str(CONF)!r}).read(), {str(CONF)!r}, 'exec'))\nworker_class = 'sync'\n"
+    )
+    print(
+        f"\n### The real app under each WSGI server\n\nwrk -t1 -c{connections} -d{duration:.0f}s, medians of "
+        f"{rounds} rounds, order rotating; load average {load()} (1/5/15 min) at the start",
+        flush=True,
+    )
+    reference = f"gunicorn gthread, {workers} workers x {threads} threads (make up)"
+    with contextlib.ExitStack() as up:
+        servers = {
+            reference: up.enter_context(
+                server("ingest_api:create_app()", CONF, workers, threads, tmp / "gthread.log")
+            ),
+            f"gunicorn sync, {workers * threads} workers": up.enter_context(
+                server("ingest_api:create_app()", sync_conf, workers * threads, 1, tmp / "sync.log")
+            ),
+        }
+        for pool in (threads, threads * 2):
+            servers[f"granian wsgi, {workers} workers x {pool} threads"] = up.enter_context(
+                granian("ingest_api:create_app", workers, pool, tmp / f"granian-{pool}.log")
+            )
+        for path, body in (("/v1/sales", sale()), ("/v1/locations", position())):
+            script = lua_script(tmp / f"{path.strip('/').replace('/', '-')}.lua", body)
+            for served in servers.values():
+                wrk(served.url + path, script, 3, connections)  # warm-up
+            peak, ratio = paired(servers, broker_pid, path, script, duration, connections, rounds, reference)
+            print(
+                f"\n| POST {path}, peak | throughput | p50 | p99 | errors | API CPU | broker CPU | it / make up's |"
+                "\n|---|---|---|---|---|---|---|---|"
+            )
+            for name, run in peak.items():
+                print(
+                    row(name, run) + (f" **{1 / ratio[name]:.2f}** |" if name in ratio else " 1 |"),
+                    flush=True,
+                )
+    print(f"\nload average {load()} at the end", flush=True)
+
+
 def load() -> str:
     return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -507,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--anchors-only", action="store_true", help="only the table against the Express anchors"
     )
+    parser.add_argument("--servers", action="store_true", help="only the real app under each WSGI server")
     parser.add_argument(
         "--anchor-connections", type=int, default=16, help="wrk connections for the anchors' table"
     )
@@ -518,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# ingest API benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores (shared)")
     with throwaway_stack() as stack:
         broker = stack.kafka.proc.pid  # type: ignore[union-attr]
+        if args.servers:
+            args.no_anchors, args.sweep, args.no_measure = True, False, True
+            wsgi_servers(tmp, broker, args.duration, args.anchor_connections, args.rounds)
         if not args.no_anchors:
             against_anchors(
                 tmp, stack.bootstrap_servers, broker, args.duration, args.anchor_connections, args.rounds

@@ -19,11 +19,13 @@ Everything runs on a throwaway Kafka and PostgreSQL (bench/stack.py).
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import http.client
 import json
 import logging
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -31,28 +33,33 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
+from werkzeug.security import generate_password_hash
 
 from bench.stack import throwaway_stack
 from consumers.locations.service import LocationService
 from consumers.locations.view import LiveView, Rules
-from consumers.locations.web import LiveServer, create_app
+from consumers.locations.web import LiveServer, StaffLogin, create_app
 from gremio import db
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.credentials import staff_basic_auth
-from gremio.records import CartPosition, now_utc
+from gremio.records import CartPosition, FugitiveReport, Sale, now_utc
 from gremio.runner import Envelope, Runner, decode
 from gremio.settings import REPO_ROOT, Settings, get_settings
 from gremio.stack.system import free_port
 from gremio.tokens import cart_token
 
 CONSONANTS = "BCDFGHJKLPRSTVWXYZ"
-ACCEPTS = LocationService.accepts
+# The baseline decodes every record with its pydantic model, as a plain consumer would; the
+# service decodes positions with its fast decoder (consumers/locations/wire.py). A second
+# bare consumer with the service's decoders shows the ratio without that advantage.
+ACCEPTS = {"CartPosition": CartPosition, "FugitiveReport": FugitiveReport, "Sale": Sale}
 
 
 def plates(n: int) -> list[str]:
@@ -102,7 +109,7 @@ def produce_positions(carts: list[str], steps: int) -> int:
 # --- 1. throughput ----------------------------------------------------------------------------
 
 
-def bare_consumer(settings: Settings, n: int, batch_size: int) -> float:
+def bare_consumer(settings: Settings, n: int, batch_size: int, accepts: Mapping[str, Any] = ACCEPTS) -> float:
     """Baseline: poll, decode each record into its model, commit each batch. Records/s."""
     consumer = Consumer(
         settings.kafka_config(
@@ -123,7 +130,7 @@ def bare_consumer(settings: Settings, n: int, batch_size: int) -> float:
                 first = time.perf_counter()
             for msg in msgs:
                 if msg.error() is None:
-                    decode(msg, ACCEPTS)
+                    decode(msg, accepts)
                     count += 1
             if msgs:
                 consumer.commit(asynchronous=False)
@@ -214,7 +221,35 @@ def view_memory(n: int = 10_000) -> dict[str, float]:
         "rss_growth_mib": rss / 2**20,
         "live_json_kib": len(body) / 1024,
         "live_json_ms": snapshot_ms,
+        **live_build(view),
     }
+
+
+def live_build(view: LiveView, tries: int = 7) -> dict[str, float]:
+    """GET /v1/live through the real app (login checked, body built and encoded), median ms:
+    the whole view, one area of about a tenth of the carts, and a page of 500."""
+    password = secrets.token_urlsafe(24)
+    app = create_app(view, login=StaffLogin("bench", generate_password_hash(password))).test_client()
+    token = base64.b64encode(f"bench:{password}".encode()).decode()
+    app.environ_base["HTTP_AUTHORIZATION"] = f"Basic {token}"
+    # build_view's grid: lat -33.60..-33.204, lon -70.80..-70.404; this box holds 10 of its 100 rows.
+    queries = {
+        "live_ms": "",
+        "live_area_ms": "?bbox=-70.80,-33.60,-70.404,-33.565",
+        "live_page_ms": "?limit=500",
+    }
+    out: dict[str, float] = {}
+    for name, query in queries.items():
+        times, size = [], 0
+        for _ in range(tries):
+            began = time.perf_counter()
+            response = app.get(f"/v1/live{query}")
+            times.append((time.perf_counter() - began) * 1000)
+            assert response.status_code == 200, response.data[:200]
+            size = len(response.data)
+        out[name] = statistics.median(times)
+        out[name.replace("_ms", "_kib")] = size / 1024
+    return out
 
 
 # --- 3. latency -------------------------------------------------------------------------------
@@ -377,24 +412,38 @@ def main() -> int:
         n = produce_positions(carts, args.steps)
         # The rebuild reads the last LIVE_TTL_SECONDS: make the window cover the whole data set.
         wide = settings.model_copy(update={"live_ttl_seconds": 3600.0})
-        bare, served = [], []
+        bare, bare_fast, served = [], [], []
         for round_ in range(args.rounds):
             bare.append(bare_consumer(settings, n, LocationService.batch_size))
+            bare_fast.append(bare_consumer(settings, n, LocationService.batch_size, LocationService.accepts))
             served.append(service_rate(wide, n))
-            print(f"round {round_ + 1}: bare {bare[-1]:,.0f}/s, service {served[-1]:,.0f}/s", flush=True)
+            print(
+                f"round {round_ + 1}: bare {bare[-1]:,.0f}/s, bare with the service's decoder "
+                f"{bare_fast[-1]:,.0f}/s, service {served[-1]:,.0f}/s",
+                flush=True,
+            )
         print(f"latency over {args.pings} pings through the API ...", flush=True)
         lat = latency(settings, args.pings)
 
     ratio = statistics.median(s / b for s, b in zip(served, bare, strict=True))
+    ratio_fast = statistics.median(s / b for s, b in zip(served, bare_fast, strict=True))
     print()
     print(f"positions: {n:,} ({args.carts:,} carts x {args.steps} steps), {args.rounds} rounds")
     print(f"  bare decode-and-commit consumer: {statistics.median(bare):>9,.0f} records/s (median)")
     print(f"  location service:                {statistics.median(served):>9,.0f} updates/s (median)")
+    print(f"  bare, with the service's decoder:  {statistics.median(bare_fast):>9,.0f} records/s (median)")
     print(f"  ratio service / bare (median of rounds): {ratio:.2f}")
+    print(f"  ratio service / bare with the service's decoder: {ratio_fast:.2f}")
     print(
         f"memory, {memory['carts']:,} live carts: {memory['traced_mib']:.1f} MiB traced "
         f"({memory['bytes_per_cart']:,.0f} B/cart), RSS +{memory['rss_growth_mib']:.1f} MiB; "
-        f"/v1/live body {memory['live_json_kib']:,.0f} KiB built in {memory['live_json_ms']:.0f} ms"
+        f"snapshot + json.dumps {memory['live_json_kib']:,.0f} KiB in {memory['live_json_ms']:.0f} ms"
+    )
+    print(
+        f"GET /v1/live, {memory['carts']:,} carts, median of 7 through the app: whole view "
+        f"{memory['live_kib']:,.0f} KiB in {memory['live_ms']:.1f} ms; "
+        f"bbox of ~1/10 {memory['live_area_kib']:,.0f} KiB in {memory['live_area_ms']:.1f} ms; "
+        f"limit=500 {memory['live_page_kib']:,.0f} KiB in {memory['live_page_ms']:.1f} ms"
     )
     print(
         f"latency, {lat['pings']} pings: 202 -> /v1/live p50 {lat['board_p50_ms']:.1f} ms, "

@@ -1,15 +1,18 @@
 """Stock replenishment benchmark: the service's throughput and its 202-to-order latency.
 
-    .venv/bin/python -m bench.stock [--sales 3000] [--rounds 7] [--batch-sizes 5] [--duration 20] [--rate 500]
+    .venv/bin/python -m bench.stock [--sales 3000] [--rounds 7] [--batch-sizes 5] [--max-batches 20]
+                                    [--duration 20] [--rate 500]
                                     [--only throughput|latency] [--source api|producer] [--instances 1 2]
 
 1. Throughput, as a ratio to a bare consumer on the same data in the same run. Both read
-   the same `sales` records from the start, each in a fresh group, and commit every
-   STOCK_BATCH_SIZE records synchronously:
+   the same `sales` records from the start, each in a fresh group, and commit
+   synchronously:
    * baseline: a bare confluent-kafka consumer that only decodes each record (the
-     runner's `decode`, pydantic) and commits;
-   * gremio: `StockService` on the shared runner: decode, one PostgreSQL transaction per
-     batch, the `replenishments` records and the outbox mark, then the commit.
+     runner's `decode`, pydantic) and commits every STOCK_BATCH_SIZE records;
+   * gremio: `StockService` on its runner (consumers/stock/runner.py): decode, then per
+     run of up to STOCK_MAX_BATCHES_PER_COMMIT batches waiting (each batch decided on its
+     own), one PostgreSQL transaction, the `replenishments` records and the outbox mark,
+     then one commit. `--max-batches 1` gives one transaction and commit per batch.
    Each is timed from its first batch in hand to its last batch done (group joins are
    left out). Short rounds alternate, baseline then gremio, so that each pair sees the
    same load on the shared machine; the figure is the median of the pairs' ratios.
@@ -53,12 +56,13 @@ from confluent_kafka import Consumer
 
 from bench.stack import throwaway_stack
 from consumers.stock.rules import Rules, handle
+from consumers.stock.runner import StockRunner
 from consumers.stock.service import StockService
 from gremio import db
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import Sale
-from gremio.runner import Envelope, Runner, decode
+from gremio.runner import Envelope, decode
 from gremio.settings import REPO_ROOT, get_settings
 from gremio.stack.system import free_port
 
@@ -170,7 +174,7 @@ class TimedService(StockService):
 
 def stock_service(total: int) -> Run:
     service = TimedService()
-    runner = Runner(service)
+    runner = StockRunner(service)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     try:
@@ -195,7 +199,7 @@ def order_count() -> int:
         return conn.execute("select count(*) from replenishment_orders").fetchone()[0]
 
 
-def throughput(count: int, carts: int, rounds: int, batch_sizes: list[int]) -> None:
+def throughput(count: int, carts: int, rounds: int, batch_sizes: list[int], max_batches: list[int]) -> None:
     """Alternate baseline and gremio in short rounds; each pair ran under the same load."""
     sales = day_of_sales(count, carts)
     want = expected_orders(sales)
@@ -204,10 +208,14 @@ def throughput(count: int, carts: int, rounds: int, batch_sizes: list[int]) -> N
         f"\n{count:,} sales of {carts} carts ({want} orders by the rule); {rounds} rounds of "
         "baseline then gremio; the ratio is the median of the rounds' ratios\n"
     )
-    print("| batch size | baseline: decode + commit | gremio: StockService | gremio / baseline (range) |")
-    print("|---|---|---|---|")
-    for size in batch_sizes:
+    print(
+        "| batch size | batches per commit (at most) | baseline: decode + commit | gremio: StockService "
+        "| gremio / baseline (range) |"
+    )
+    print("|---|---|---|---|---|")
+    for size, most in [(size, most) for size in batch_sizes for most in max_batches]:
         os.environ["STOCK_BATCH_SIZE"] = str(size)
+        os.environ["STOCK_MAX_BATCHES_PER_COMMIT"] = str(most)
         get_settings.cache_clear()
         pairs: list[tuple[Run, Run]] = []
         for _ in range(rounds):
@@ -221,11 +229,12 @@ def throughput(count: int, carts: int, rounds: int, batch_sizes: list[int]) -> N
         b_rate = statistics.median(b.rate for b, _ in pairs)
         g_rate = statistics.median(g.rate for _, g in pairs)
         print(
-            f"| {size} | {b_rate:,.0f} sales/s | {g_rate:,.0f} sales/s "
+            f"| {size} | {most} | {b_rate:,.0f} sales/s | {g_rate:,.0f} sales/s "
             f"| **{statistics.median(ratios):.2f}** ({ratios[0]:.2f}-{ratios[-1]:.2f}) |",
             flush=True,
         )
     os.environ.pop("STOCK_BATCH_SIZE", None)
+    os.environ.pop("STOCK_MAX_BATCHES_PER_COMMIT", None)
     get_settings.cache_clear()
     print(
         f"\nEvery gremio round made {want} orders, as the pure rule says. Load average (1 min) "
@@ -548,6 +557,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[5],
         help="STOCK_BATCH_SIZE values for the throughput runs",
     )
+    parser.add_argument(
+        "--max-batches",
+        type=int,
+        nargs="+",
+        default=[get_settings().stock_max_batches_per_commit],
+        help="STOCK_MAX_BATCHES_PER_COMMIT values for the throughput runs (1: a commit per batch)",
+    )
     parser.add_argument("--carts", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--rate", type=float, default=500, help="sales/s of the loaded latency run")
@@ -564,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with throwaway_stack():
         if args.only in (None, "throughput"):
-            throughput(args.sales, args.carts, args.rounds, args.batch_sizes)
+            throughput(args.sales, args.carts, args.rounds, args.batch_sizes, args.max_batches)
         if args.only in (None, "latency"):
             empty_tables()
             latency(args.rate, args.duration, args.source, args.instances, tmp)

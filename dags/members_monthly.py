@@ -45,11 +45,19 @@ SETTINGS = get_settings()
 TIMEZONE = SETTINGS.guild_timezone
 
 
-def guild_month(data_interval_start, params) -> dict[str, str]:
+def run_month(data_interval_start, params, dag_run=None):
+    """The first day of the month a run lists (its `month` parameter, or its interval's)."""
+    from gremio import guild_time
+
+    run_after = getattr(dag_run, "run_after", None)
+    return guild_time.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"), run_after)
+
+
+def guild_month(data_interval_start, params, dag_run=None) -> dict[str, str]:
     """The run's month and its bounds in the guild's zone (a template macro for the checks)."""
     from gremio import guild_time
 
-    month = guild_time.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"))
+    month = run_month(data_interval_start, params, dag_run)
     start, end = guild_time.month_bounds(month, TIMEZONE)
     return {
         "month": f"{month:%Y-%m}",
@@ -61,7 +69,7 @@ def guild_month(data_interval_start, params) -> dict[str, str]:
 
 # The check's query parameters: rendered per run, passed to the driver (never into the SQL text).
 MONTH_PARAMETERS = {
-    param: f"{{{{ guild_month(data_interval_start, params)['{key}'] }}}}"
+    param: f"{{{{ guild_month(data_interval_start, params, dag_run)['{key}'] }}}}"
     for param, key in (("month", "first_day"), ("month_start", "month_start"), ("month_end", "month_end"))
 }
 # The month's list, as write_reports reads it, inside the check's relation.
@@ -107,7 +115,7 @@ def members_monthly():
 
         from gremio import guild_time, membership
 
-        month = guild_time.report_month(data_interval_start, TIMEZONE, (params or {}).get("month"))
+        month = run_month(data_interval_start, params, dag_run)
         _, end = guild_time.month_bounds(month, TIMEZONE)
         with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
             # Everything pending received before the month ended: a late arrival of an earlier
@@ -145,7 +153,7 @@ def members_monthly():
         },
         parameters=MONTH_PARAMETERS,
         subject="application",
-        what="members_monthly {{ guild_month(data_interval_start, params)['month'] }}",
+        what="members_monthly {{ guild_month(data_interval_start, params, dag_run)['month'] }}",
     )
 
     decided = decide_month()

@@ -41,7 +41,7 @@ needs to re-run a day for late sales: the next run does it. Details: docs/SALES_
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task, task_group
@@ -51,6 +51,7 @@ from kafka_drain import KafkaDrainOperator
 from report_checks import ReportColumnCheckOperator, ReportTableCheckOperator
 
 from gremio.db import query
+from gremio.guild_time import DAILY_RUN_TIME
 from gremio.settings import get_settings
 
 SETTINGS = get_settings()
@@ -73,18 +74,22 @@ def day_parameters(day: str) -> dict[str, str]:
     }
 
 
-def guild_day(data_interval_start, params) -> dict[str, str]:
+def guild_day(data_interval_start, params, dag_run=None) -> dict[str, str]:
     """The run's own report day and its bounds in the guild's zone (also a template macro)."""
     from gremio import guild_time
 
-    day = guild_time.report_day(data_interval_start, TIMEZONE, (params or {}).get("day"))
+    run_after = getattr(dag_run, "run_after", None)
+    day = guild_time.report_day(data_interval_start, TIMEZONE, (params or {}).get("day"), run_after)
     return day_parameters(day.isoformat())
 
 
 @dag(
     dag_id="sales_daily",
-    schedule=CronDataIntervalTimetable("15 0 * * *", timezone=TIMEZONE),
-    start_date=datetime.combine(SETTINGS.sales_daily_start_date, time(0, 15), ZoneInfo(TIMEZONE)),
+    # The run for a day starts at 00:15 of it and ends at 00:15 of the next, in the guild's zone.
+    schedule=CronDataIntervalTimetable(
+        f"{DAILY_RUN_TIME.minute} {DAILY_RUN_TIME.hour} * * *", timezone=TIMEZONE
+    ),
+    start_date=datetime.combine(SETTINGS.sales_daily_start_date, DAILY_RUN_TIME, ZoneInfo(TIMEZONE)),
     catchup=True,
     max_active_runs=1,
     default_args=REPORT_DEFAULT_ARGS,
@@ -110,12 +115,16 @@ def sales_daily():
         table="sales",
         record="gremio.records.Sale",
         group_id="airflow-sales-daily",
+        # Partitioned by day (sql/100_sales_partitions.sql): the key includes sold_at, and
+        # each chunk first makes its days' partitions (gremio/sales_partitions.py).
+        conflict_columns=("id", "sold_at"),
+        prepare="gremio.sales_partitions.prepare_chunk",
         # Two drains of one group at once would each re-read the other's records.
         max_active_tis_per_dag=1,
     )
 
     @task
-    def touched_days(data_interval_start=None, params=None) -> list[str]:
+    def touched_days(data_interval_start=None, params=None, dag_run=None) -> list[str]:
         """The days this run reports: the past days late sales touched (oldest first), then its own."""
         import logging
         from datetime import date
@@ -124,7 +133,7 @@ def sales_daily():
 
         from gremio import sales_stats
 
-        own = guild_day(data_interval_start, params)["day"]
+        own = guild_day(data_interval_start, params, dag_run)["day"]
         with PostgresHook(postgres_conn_id="gremio_db").get_conn() as conn:
             late = sales_stats.touched_days(conn, date.fromisoformat(own))
         if late:

@@ -57,6 +57,9 @@ def migrate(settings: Settings | None = None, directory: Path = MIGRATIONS_DIR) 
     applied: list[str] = []
     with connect(settings, autocommit=False) as conn:
         conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        # The guild's days, for migrations that need them (sql/100_sales_partitions.sql).
+        tz = (settings or get_settings()).guild_timezone
+        conn.execute("select set_config('gremio.guild_timezone', %s, true)", (tz,))
         conn.execute(
             """
             create table if not exists schema_migrations (

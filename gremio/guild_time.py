@@ -13,14 +13,35 @@ from zoneinfo import ZoneInfo
 # --- days -----------------------------------------------------------------------------------------
 
 
-def report_day(data_interval_start: datetime, timezone: str, override: str | None = None) -> date:
+# sales_daily's run for a day starts its data interval at this time of the day, in the guild's zone.
+DAILY_RUN_TIME = time(0, 15)
+
+
+def report_day(
+    data_interval_start: datetime | None,
+    timezone: str,
+    override: str | None = None,
+    run_after: datetime | None = None,
+) -> date:
     """The day a run reports: its data interval starts at 00:15 of that day in the guild's zone.
 
-    A run triggered with `{"day": "YYYY-MM-DD"}` reports that day instead.
+    A run triggered with `{"day": "YYYY-MM-DD"}` reports that day instead. A run triggered with
+    no logical date (`airflow dags trigger`, the REST API) has no data interval in Airflow 3: it
+    reports the last day complete at its `run_after`, the interval Airflow gives a manual run.
     """
     if override:
         return date.fromisoformat(override)
+    if data_interval_start is None:
+        local = _run_after(run_after).astimezone(ZoneInfo(timezone))
+        ended = local.date() if local.time() >= DAILY_RUN_TIME else local.date() - timedelta(days=1)
+        return ended - timedelta(days=1)
     return data_interval_start.astimezone(ZoneInfo(timezone)).date()
+
+
+def _run_after(run_after: datetime | None) -> datetime:
+    if run_after is None:
+        raise ValueError("a run with no data interval and no run_after has no day or month")
+    return run_after
 
 
 def day_start(day: date, timezone: str) -> datetime:
@@ -61,8 +82,20 @@ def month_bounds(month: date, timezone: str) -> tuple[datetime, datetime]:
     return day_start(month.replace(day=1), timezone), day_start(following, timezone)
 
 
-def report_month(data_interval_start: datetime, timezone: str, override: str | None = None) -> date:
-    """The month a members_monthly run decides: its data interval is that month, or `override`."""
+def report_month(
+    data_interval_start: datetime | None,
+    timezone: str,
+    override: str | None = None,
+    run_after: datetime | None = None,
+) -> date:
+    """The month a members_monthly run decides: its data interval is that month, or `override`.
+
+    A run with no data interval (triggered with no logical date) decides the last month
+    complete at its `run_after`.
+    """
     if override:
         return parse_month(override)
+    if data_interval_start is None:
+        first = _run_after(run_after).astimezone(ZoneInfo(timezone)).date().replace(day=1)
+        return (first - timedelta(days=1)).replace(day=1)
     return data_interval_start.astimezone(ZoneInfo(timezone)).date().replace(day=1)

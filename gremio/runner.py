@@ -211,6 +211,15 @@ class Runner:
 
     # --- the loop ------------------------------------------------------------------------------
 
+    def _tick(self, now: float) -> None:
+        """The service's periodic work; a transient failure there is logged and ridden out."""
+        try:
+            self.service.tick(now)
+        except Exception as exc:
+            if failures.classify(exc) is not Failure.TRANSIENT:
+                raise
+            log.warning("%s in periodic work, carrying on: %s", _unavailable(exc), failures.reason(exc))
+
     def _poll_once(self) -> None:
         timeout = self.poll_interval
         if self._first_at is not None:
@@ -219,12 +228,7 @@ class Runner:
         for msg in self.consumer.consume(num_messages=room, timeout=timeout):
             self._accept(msg)
         now = time.monotonic()
-        try:
-            self.service.tick(now)
-        except Exception as exc:
-            if failures.classify(exc) is not Failure.TRANSIENT:
-                raise
-            log.warning("%s in periodic work, carrying on: %s", _unavailable(exc), failures.reason(exc))
+        self._tick(now)
         full = len(self._pending) >= self.service.batch_size
         due = self._first_at is not None and now >= self._first_at + self.service.batch_timeout
         poison_only = not self._pending and bool(self._offsets)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
+from gremio import sales_partitions
 from gremio.db import query
 from gremio.guild_time import day_bounds, day_start, window_start
 from gremio.settings import Settings, get_settings
@@ -118,14 +119,23 @@ def report_order(rows: list[MasterDay]) -> list[MasterDay]:
 def compute_day(
     conn: psycopg.Connection, day: date, settings: Settings | None = None
 ) -> tuple[list[MasterDay], DayTotals]:
-    """Every master's numbers for `day` in report order, and the day's totals, in one read of the sales."""
+    """Every master's numbers for `day` in report order, and the day's totals, in one read of the sales.
+
+    The window's day partitions are made first if missing (days without sales have none), so
+    the query reads exactly the window's partitions, never `sales_default` (sales_partitions).
+    """
     settings = settings or get_settings()
     tz = settings.guild_timezone
     start, end = day_bounds(day, tz)
+    window = settings.frequent_client_window_days
+    with conn.transaction():
+        sales_partitions.ensure_days(
+            conn, sales_partitions.days_between(day - timedelta(days=window - 1), day), tz
+        )
     params = {
         "day_start": start,
         "day_end": end,
-        "window_start": window_start(day, settings.frequent_client_window_days, tz),
+        "window_start": window_start(day, window, tz),
         "min_purchases": settings.frequent_client_min_purchases,
         "max_frequent": settings.frequent_clients_max,
     }

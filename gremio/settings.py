@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     # --- stock replenishment (DESIGN §5) ----------------------------------------------
     stock_batch_size: int = Field(default=5, ge=1)
     stock_batch_flush_seconds: float = Field(default=2.0, gt=0)
+    # When a backlog is waiting, up to this many consecutive batches (each still decided on
+    # its own) are made durable together: one transaction, one produce flush, one commit.
+    stock_max_batches_per_commit: int = Field(default=20, ge=1)
     stock_threshold: int = 20
     stock_refill_target: int = 100
     stock_order_multiple: int = Field(default=10, ge=1)

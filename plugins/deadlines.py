@@ -100,7 +100,7 @@ class GuildReportDeadline(BaseDeadlineReference):
         run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
         if run is None or run.run_type == DagRunType.BACKFILL_JOB:
             return None
-        day = run_day(run.data_interval_start, run.conf, self.timezone)
+        day = run_day(run.data_interval_start, run.conf, self.timezone, run.run_after)
         if day is None:
             return None
         return report_deadline_for(
@@ -112,16 +112,24 @@ class GuildReportDeadline(BaseDeadlineReference):
         )
 
 
-def run_day(data_interval_start: datetime | str | None, conf: dict | None, timezone: str) -> date | None:
-    """The day a run reports (its `day` config, or its data interval's start), as the DAG sees it."""
+def run_day(
+    data_interval_start: datetime | str | None,
+    conf: dict | None,
+    timezone: str,
+    run_after: datetime | str | None = None,
+) -> date | None:
+    """The day a run reports (its `day` config, its data interval's start, or for a run with
+    neither, the last day complete at its run_after), as the DAG sees it."""
     from gremio import guild_time
 
     override = (conf or {}).get("day")
     if isinstance(data_interval_start, str):
         data_interval_start = datetime.fromisoformat(data_interval_start)
-    if not override and data_interval_start is None:
+    if isinstance(run_after, str):
+        run_after = datetime.fromisoformat(run_after)
+    if not override and data_interval_start is None and run_after is None:
         return None
-    return guild_time.report_day(data_interval_start, timezone, override)
+    return guild_time.report_day(data_interval_start, timezone, override, run_after)
 
 
 def report_deadline(settings: Settings) -> DeadlineAlert:
@@ -204,7 +212,7 @@ async def report_late(timezone: str, context: dict[str, Any] | None = None) -> s
     if isinstance(deadline, str):
         deadline = datetime.fromisoformat(deadline)
     run_id = run.get("dag_run_id") or run.get("run_id") or "?"
-    day = run_day(run.get("data_interval_start"), run.get("conf"), timezone)
+    day = run_day(run.get("data_interval_start"), run.get("conf"), timezone, run.get("run_after"))
     if day is None or deadline is None:
         log.error("sales_daily %s missed its deadline, but its day is unknown: %s", run_id, context)
         return None

@@ -8,11 +8,15 @@ The contract (docs/SALES_DAILY.md, "The drain operator"):
   records to expect, so it never sits out an idle poll timeout.
 * Every record is decoded with a pydantic model (`gremio.runner.decode`, the consumers'
   rules). Poison goes to `deadletter` with the standard headers.
-* Rows are loaded per chunk in one transaction: COPY into a temporary staging table, then
-  `INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING` into the target. Only after that
-  commit (and after the broker acknowledged the chunk's dead letters) are the chunk's
-  offsets committed. A failure anywhere re-reads from the last committed offset, and the
-  conflict clause makes the re-read harmless: nothing lost, nothing doubled.
+* Rows are loaded per chunk in one transaction: an optional `prepare` step (the sales
+  drain makes the chunk's day partitions there, gremio/sales_partitions.py), then a binary
+  COPY straight into the target; if that meets a row already stored (a unique violation: a
+  redelivery, or a re-read after a crash), the COPY is rolled back to a savepoint and the
+  chunk goes the careful way: COPY into a temporary staging table, then `INSERT ... SELECT
+  ... ON CONFLICT (conflict_columns) DO NOTHING`. Only after the commit (and after the
+  broker acknowledged the chunk's dead letters) are the chunk's offsets committed. A
+  failure anywhere re-reads from the last committed offset, and the conflict clause makes
+  the re-read harmless: nothing lost, nothing doubled.
 * Failures are told apart by `gremio.failures.classify`. A row PostgreSQL refuses (a NUL
   byte, a CHECK or trigger, an IntegrityError the conflict clause does not absorb) is the
   record's: the chunk is rolled back and split (`failures.isolate`, each part in its own
@@ -67,10 +71,11 @@ CONSUMER_OVERRIDES = {
 
 
 class KafkaDrainOperator(BaseOperator):
-    """Drain `topic` (optionally only some `partitions`) into `table`, idempotently by `conflict_column`.
+    """Drain `topic` (optionally only some `partitions`) into `table`, idempotently by `conflict_columns`.
 
     :param topic: the Kafka topic to drain.
-    :param table: the target table; it must have a unique constraint on `conflict_column`.
+    :param table: the target table; it must have a unique constraint on `conflict_columns`
+        (a partitioned table's includes its partition key: `("id", "sold_at")` for sales).
     :param record: the pydantic record model, as a class or a dotted path
         (``"gremio.records.Sale"``). Only messages whose ``type`` header names it are accepted.
     :param group_id: the consumer group whose committed offsets say where the drain resumes.
@@ -80,6 +85,9 @@ class KafkaDrainOperator(BaseOperator):
     :param message_columns: extra target columns filled from the Kafka message:
         ``{column: "partition" | "offset" | "topic" | "timestamp" | "key"}``.
     :param partitions: drain only these partitions (default: all of them).
+    :param prepare: a dotted path to ``f(conn, columns, rows) -> set[int]``, run in each
+        chunk's transaction before its rows are written: it may make what they need (the
+        sales drain's day partitions) and returns the indexes of rows to leave out.
     :param rows_per_transaction: records per COPY-and-insert transaction and offset commit.
     :param poison_bytes_per_transaction: a chunk also ends once its poison (held in memory
         until the chunk's commit, then dead-lettered) reaches this many bytes, so a flood of
@@ -108,7 +116,8 @@ class KafkaDrainOperator(BaseOperator):
         columns: Mapping[str, str] | Sequence[str] | None = None,
         message_columns: Mapping[str, str] | None = None,
         partitions: Sequence[int] | None = None,
-        conflict_column: str = "id",
+        conflict_columns: Sequence[str] = ("id",),
+        prepare: str | None = None,
         kafka_config_id: str = "kafka_default",
         postgres_conn_id: str = "gremio_db",
         deadletter_topic: str = "deadletter",
@@ -134,7 +143,8 @@ class KafkaDrainOperator(BaseOperator):
         self.columns = columns
         self.message_columns = dict(message_columns or {})
         self.partitions = list(partitions) if partitions is not None else None
-        self.conflict_column = conflict_column
+        self.conflict_columns = list(conflict_columns)
+        self.prepare = prepare
         self.kafka_config_id = kafka_config_id
         self.postgres_conn_id = postgres_conn_id
         self.deadletter_topic = deadletter_topic
@@ -222,7 +232,10 @@ class _Drain:
             "refused": 0,
             "transactions": 0,
             "transient_retries": 0,
+            "conflicted_chunks": 0,  # chunks that met rows already stored (the careful way)
         }
+        self.pending: dict[int, int] = {}  # id(connection) → rows its open transaction wrote
+        self.prepare = _callable(op.prepare) if op.prepare else None
         self.refusals: dict[str, int] = {}  # error (class and SQLSTATE) → rows refused with it
         self.seconds = {"reading": 0.0, "fetching": 0.0, "inserting": 0.0}
         self.message_bytes = 1 << 20  # the typical size of the messages lately fetched (until seen: large)
@@ -333,11 +346,11 @@ class _Drain:
         assigned = [TopicPartition(self.op.topic, p, self.position[p]) for p in sorted(todo)]
         self.consumer.assign(assigned)
         self.consumer.resume(assigned)  # partitions paused at their mark by an earlier pass
-        # Two connections take turns: while one inserts a chunk from its staging table and
-        # commits (in a thread that only waits on PostgreSQL), the next chunk is read,
-        # decoded and copied into the other's staging table. A chunk's dead letters and
-        # offsets follow its commit, in order. A chunk PostgreSQL refuses as a whole is
-        # split on its own connection, in the main thread, when its turn to settle comes.
+        # Two connections take turns: while one writes a chunk (prepare, COPY, commit, in a
+        # thread that mostly waits on PostgreSQL), the next chunk is read and decoded. A
+        # chunk's dead letters and offsets follow its commit, in order. A chunk PostgreSQL
+        # refuses as a whole is split on its own connection, in the main thread, when its
+        # turn to settle comes.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="drain-insert") as inserter:
             inserting: tuple[Future | None, _Chunk, psycopg.Connection] | None = None
             turn = 0
@@ -346,15 +359,13 @@ class _Drain:
                 turn += 1
                 began = time.monotonic()
                 chunk = self.read_chunk(todo)
-                self.stage(conn, chunk)
                 self.seconds["reading"] += time.monotonic() - began
+                # The connection's previous chunk has settled (two turns ago): it is free.
+                written = inserter.submit(self.store, conn, chunk)
                 if inserting is not None:
                     previous, inserting = inserting, None
                     self.settle(*previous, started)
-                if chunk.failure is None:
-                    inserting = (inserter.submit(self.insert, conn), chunk, conn)
-                else:
-                    self.settle(None, chunk, conn, started)
+                inserting = (written, chunk, conn)
             if inserting is not None:
                 previous, inserting = inserting, None
                 self.settle(*previous, started)
@@ -454,61 +465,94 @@ class _Drain:
 
     # --- a chunk ------------------------------------------------------------------------------
 
-    def stage(self, conn: psycopg.Connection, chunk: _Chunk) -> None:
-        """Open a transaction and copy the chunk's rows into a fresh staging table.
+    def store(self, conn: psycopg.Connection, chunk: _Chunk) -> None:
+        """The chunk's one transaction: write its rows and commit (in the inserter thread).
 
-        A permanent failure (PostgreSQL refuses a value: a NUL byte, say) rolls back and is
-        noted on the chunk, which is then split when it settles; any other failure propagates.
+        A permanent failure (PostgreSQL refuses a value: a NUL byte, a CHECK) rolls back and
+        is noted on the chunk, which is then split when it settles; any other propagates.
         """
+        self.stage(conn, chunk)
+        if chunk.failure is None:
+            self.insert(conn)
+
+    def stage(self, conn: psycopg.Connection, chunk: _Chunk) -> None:
+        """Open a transaction and write the chunk's rows into the target, uncommitted."""
         from gremio.failures import Failure, classify
 
         try:
-            self.copy_rows(conn, chunk.rows)
+            self.pending[id(conn)] = self.write(conn, chunk.rows)
         except Exception as exc:
             _rollback(conn)
             if classify(exc) is not Failure.PERMANENT:
                 raise
             chunk.failure = exc
 
-    def copy_rows(self, conn: psycopg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    def write(self, conn: psycopg.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Prepare and write `rows` in the open transaction; the number of new rows.
+
+        The fast way is a binary COPY straight into the target, under a savepoint. Only if
+        that meets a row already there (a unique violation) does the chunk take the careful
+        way: staging table, then INSERT ... ON CONFLICT DO NOTHING.
+        """
+        import psycopg
         from psycopg import sql
 
-        cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("create temp table drain_stage (like {} including defaults) on commit drop").format(
-                    self._table()
-                )
-            )
-            # Binary COPY: the column types come from the table, and psycopg's C dumpers
-            # are several times faster than rendering text.
-            with cur.copy(sql.SQL("copy drain_stage ({}) from stdin (format binary)").format(cols)) as copy:
-                copy.set_types(self.types)
-                write = copy.write_row
-                for row in rows:
-                    write(row)
-
-    def insert(self, conn: psycopg.Connection) -> None:
-        """Insert what is new from the staging table, and commit: the chunk's one transaction."""
-        from psycopg import sql
-
+        if not rows:
+            return 0
         began = time.monotonic()
+        if self.prepare is not None:
+            skip = self.prepare(conn, self.columns, rows)
+            if skip:
+                rows = [row for i, row in enumerate(rows) if i not in skip]
         cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
         try:
+            with conn.transaction(), conn.cursor() as cur:
+                self.copy(
+                    cur, sql.SQL("copy {} ({}) from stdin (format binary)").format(self._table(), cols), rows
+                )
+            inserted = len(rows)
+        except psycopg.errors.UniqueViolation:
+            self.stats["conflicted_chunks"] += 1
             with conn.cursor() as cur:
                 cur.execute(
                     sql.SQL(
+                        "create temp table drain_stage (like {} including defaults) on commit drop"
+                    ).format(self._table())
+                )
+                self.copy(cur, sql.SQL("copy drain_stage ({}) from stdin (format binary)").format(cols), rows)
+                cur.execute(
+                    sql.SQL(
                         "insert into {} ({}) select {} from drain_stage on conflict ({}) do nothing"
-                    ).format(self._table(), cols, cols, sql.Identifier(self.op.conflict_column))
+                    ).format(
+                        self._table(),
+                        cols,
+                        cols,
+                        sql.SQL(", ").join(map(sql.Identifier, self.op.conflict_columns)),
+                    )
                 )
                 inserted = cur.rowcount
+                cur.execute("drop table drain_stage")
+        self.seconds["inserting"] += time.monotonic() - began
+        return inserted
+
+    def copy(self, cur: psycopg.Cursor, statement, rows: Sequence[tuple[Any, ...]]) -> None:
+        # Binary COPY: the column types come from the table, and psycopg's C dumpers are
+        # several times faster than rendering text.
+        with cur.copy(statement) as copy:
+            copy.set_types(self.types)
+            write = copy.write_row
+            for row in rows:
+                write(row)
+
+    def insert(self, conn: psycopg.Connection) -> None:
+        """Commit what `stage` wrote on this connection: the chunk's one transaction."""
+        try:
             conn.commit()
         except BaseException:
             _rollback(conn)
             raise
-        self.stats["inserted"] += inserted
+        self.stats["inserted"] += self.pending.pop(id(conn), 0)
         self.stats["transactions"] += 1
-        self.seconds["inserting"] += time.monotonic() - began
 
     def split(self, conn: psycopg.Connection, chunk: _Chunk) -> None:
         """The slow path for a chunk PostgreSQL refused: find the refused rows, insert the others.
@@ -529,7 +573,7 @@ class _Drain:
 
         def apply(part: Sequence[int]) -> None:
             try:
-                self.copy_rows(conn, [rows[i] for i in part])
+                self.pending[id(conn)] = self.write(conn, [rows[i] for i in part])
             except BaseException:
                 _rollback(conn)
                 raise
@@ -723,6 +767,11 @@ def _metric(name: str, count: int, tags: dict[str, str]) -> None:
         from airflow.sdk.observability.stats import incr
 
         incr(name, count=count, tags=tags)
+
+
+def _callable(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def _one(fields: dict[str, str]):

@@ -3,9 +3,11 @@ real services (consumers, the API under gunicorn) as child processes to break th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -546,3 +548,32 @@ def make_table(name: str, like: str) -> str:
         )
         conn.execute(sql.SQL("grant select, insert on {} to gremio_airflow").format(sql.Identifier(name)))
     return name
+
+
+# --- what tests measured ----------------------------------------------------------------------------
+
+
+class Figures:
+    """What a suite's tests measured (counts, seconds): test-artifacts/<kind>/<test>.json, and a
+    "<kind> figures" section at the end of the pytest run (tests/reliability, tests/cluster)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.folder = REPO_ROOT / "test-artifacts" / kind
+        self.noted: dict[str, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def record(self, test_name: str) -> Iterator[dict[str, Any]]:
+        noted: dict[str, Any] = {}
+        yield noted
+        if noted:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / (re.sub(r"[^\w.\[\]-]+", "_", test_name) + ".json")
+            path.write_text(json.dumps(noted, indent=2, default=str) + "\n")
+            self.noted[test_name] = noted
+
+    def summary(self, terminalreporter: Any) -> None:
+        if self.noted:
+            terminalreporter.section(f"{self.kind} figures")
+            for name, noted in self.noted.items():
+                terminalreporter.write_line(f"{name}: {json.dumps(noted, default=str)}")

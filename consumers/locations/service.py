@@ -50,12 +50,13 @@ from consumers.locations.view import (
     SeenReport,
     position_from_sale,
 )
+from consumers.locations.wire import PositionDecoder
 from gremio import db, failures
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.failures import Failure
 from gremio.logs import PersonalDataFilter, setup_logging
-from gremio.records import AlertKind, CartPosition, FugitiveReport, Record, Sale, now_utc
+from gremio.records import AlertKind, CartPosition, FugitiveReport, Sale, now_utc
 from gremio.runner import BaseService, Envelope, run_service
 from gremio.settings import Settings, get_settings
 
@@ -104,8 +105,9 @@ def rebuild_offset(committed: int, at_time: int, end: int) -> int:
 class LocationService(BaseService):
     """Live view, alerts and fugitive reports from `locations` and `sales`."""
 
-    accepts: ClassVar[dict[str, type[Record]]] = {
-        "CartPosition": CartPosition,
+    # Positions through the fast decoder (wire.py): the same records, or pydantic's own decision.
+    accepts: ClassVar[dict[str, Any]] = {
+        "CartPosition": PositionDecoder,
         "FugitiveReport": FugitiveReport,
         "Sale": Sale,
     }
@@ -237,26 +239,27 @@ class LocationService(BaseService):
             # The suppression memory must hold other instances' alerts before raising any.
             self._refresh_feeds()
         now = self.view.clock()  # the batch is judged at one time, the lookup's
-        self._learn_members(batch, now)
+        replay_until = self._replay_until
+        batch_replays = [env.offset < replay_until.get((env.topic, env.partition), -1) for env in batch]
+        self._learn_members(batch, batch_replays, now)
         effects = Effects(alerts=list(self._carried.alerts), reports=list(self._carried.reports))
         refused: list[tuple[Envelope, str]] = []
         forward: list[CartPosition] = []
-        # Reports last: a report's nearest cart then sees positions that arrived with it.
-        for env in sorted(batch, key=lambda e: isinstance(e.record, FugitiveReport)):
-            replay = self._is_replay(env)
-            record = env.record
-            if isinstance(record, Sale) and not self.holds_cart(record.plate):
-                if not replay:
-                    forward.append(position_from_sale(record))
-                continue
-            try:
-                produced = self.view.apply(record, replay, now)
-            except ValueError as exc:
-                if not replay:  # a replayed record's refusal was dead-lettered the first time
-                    refused.append((env, failures.reason(exc)))
-                continue
-            self._note_source(env, produced)
-            effects.extend(produced)
+        reports: list[tuple[Envelope, bool]] = []
+        with self.view.lock:  # one acquisition per batch (apply_into takes it again, re-entrantly)
+            for env, replay in zip(batch, batch_replays, strict=True):
+                record = env.record
+                if isinstance(record, FugitiveReport):
+                    # Reports last: a report's nearest cart then sees positions that arrived with it.
+                    reports.append((env, replay))
+                    continue
+                if isinstance(record, Sale) and not self.holds_cart(record.plate):
+                    if not replay:
+                        forward.append(position_from_sale(record))
+                    continue
+                self._apply(effects, env, replay, now, refused)
+            for env, replay in reports:
+                self._apply(effects, env, replay, now, refused)
         # Carried effects and the same records read again raise the same rows: once each.
         effects.alerts = _first_each(effects.alerts, lambda r: r.alert.id)
         effects.reports = _first_each(effects.reports, lambda r: r.id)
@@ -277,10 +280,29 @@ class LocationService(BaseService):
             log.warning("ALERT %s %s: %s", alert.kind, alert.plate or "-", alert.detail)
         return refused
 
-    def _is_replay(self, env: Envelope) -> bool:
-        return env.offset < self._replay_until.get((env.topic, env.partition), -1)
+    def _apply(
+        self,
+        effects: Effects,
+        env: Envelope,
+        replay: bool,
+        now: datetime,
+        refused: list[tuple[Envelope, str]],
+    ) -> None:
+        """One record into the view and `effects`; a handler's ValueError refuses it."""
+        alerts, reports = len(effects.alerts), len(effects.reports)
+        try:
+            self.view.apply_into(effects, env.record, replay, now)
+        except ValueError as exc:
+            if not replay:  # a replayed record's refusal was dead-lettered the first time
+                refused.append((env, failures.reason(exc)))
+            return
+        # Remember which record made each alert and report row, to refuse it if the row is.
+        for raised in effects.alerts[alerts:]:
+            self._sources[raised.alert.id] = env
+        for report in effects.reports[reports:]:
+            self._sources[report.id] = env
 
-    def _learn_members(self, batch: Sequence[Envelope], now: datetime) -> None:
+    def _learn_members(self, batch: Sequence[Envelope], replays: Sequence[bool], now: datetime) -> None:
         """Look up in `members` the plates that would raise `unregistered_cart` at `now`.
 
         One query, and only when an alert would be raised (a cart already alerted for is
@@ -291,8 +313,8 @@ class LocationService(BaseService):
         """
         judged = [
             env.record
-            for env in batch
-            if not self._is_replay(env)
+            for env, replay in zip(batch, replays, strict=True)
+            if not replay
             and (
                 isinstance(env.record, CartPosition)
                 or (isinstance(env.record, Sale) and self.holds_cart(env.record.plate))
@@ -329,13 +351,6 @@ class LocationService(BaseService):
             )  # fmt: skip
 
     # --- effects --------------------------------------------------------------------------
-
-    def _note_source(self, env: Envelope, effects: Effects) -> None:
-        """Remember which record made each alert and report row, to refuse it if the row is."""
-        for raised in effects.alerts:
-            self._sources[raised.alert.id] = env
-        for report in effects.reports:
-            self._sources[report.id] = env
 
     def _write(self, effects: Effects) -> tuple[list[Raised], list[tuple[Envelope, str]]]:
         """The batch's rows in one transaction; if refused, each source record's on its own."""

@@ -74,6 +74,23 @@ class Rules:
         return self.lat_min <= lat <= self.lat_max and self.lon_min <= lon <= self.lon_max
 
 
+@dataclass(frozen=True, slots=True)
+class Area:
+    """A box of longitudes and latitudes (GET /v1/live?bbox=min_lon,min_lat,max_lon,max_lat)."""
+
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+
+    def contains(self, lat: float, lon: float) -> bool:
+        return self.min_lat <= lat <= self.max_lat and self.min_lon <= lon <= self.max_lon
+
+
+def _plate_of(cart: Cart) -> str:
+    return cart.plate
+
+
 # --- geometry -----------------------------------------------------------------------------
 
 
@@ -124,6 +141,9 @@ class Cart:
     seen_at: datetime  # newest `received_at` of any of its positions (capped at now)
     position_id: uuid.UUID
     speed_kmh: float | None = None  # implied by its last two positions
+    # (recorded_at, seen_at) as /v1/live writes them: made by the first snapshot that shows
+    # this position, reset when seen_at moves (isoformat is most of a snapshot's cost).
+    iso: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,14 +204,36 @@ class LiveView:
         a record twice is not the same as once). A replayed record (already processed
         before) only rebuilds state. A position is judged at `now` (default: the clock); the
         service gives a whole batch the time it asked `unknown_plates` at."""
+        effects = Effects()
+        self.apply_into(effects, record, replay, now)
+        return effects
+
+    def apply_into(
+        self, effects: Effects, record: Record, replay: bool = False, now: datetime | None = None
+    ) -> None:
+        """`apply`, adding the effects to `effects` (the service's one accumulator per batch:
+        no Effects per record). If it raises, `effects` is as it was before the call."""
         with self.lock:
-            if isinstance(record, CartPosition):
-                return self._position(record, "position", replay, now or self.clock())
-            if isinstance(record, Sale):
-                return self._position(position_from_sale(record), "sale", replay, now or self.clock())
-            if isinstance(record, FugitiveReport):
-                return Effects() if replay else self._report(record)
-            raise TypeError(f"the live view does not take {type(record).__name__}")
+            alerts, reports, applied, stale = (
+                len(effects.alerts),
+                len(effects.reports),
+                effects.applied,
+                effects.stale,
+            )
+            try:
+                if isinstance(record, CartPosition):
+                    self._position(effects, record, "position", replay, now or self.clock())
+                elif isinstance(record, Sale):
+                    self._position(effects, position_from_sale(record), "sale", replay, now or self.clock())
+                elif isinstance(record, FugitiveReport):
+                    if not replay:
+                        effects.extend(self._report(record))
+                else:
+                    raise TypeError(f"the live view does not take {type(record).__name__}")
+            except BaseException:
+                del effects.alerts[alerts:], effects.reports[reports:]
+                effects.applied, effects.stale = applied, stale
+                raise
 
     def unknown_plates(self, records: Iterable[Record], now: datetime | None = None) -> list[str]:
         """The plates among these positions and sales that would raise `unregistered_cart` at
@@ -283,23 +325,68 @@ class LiveView:
             now = self.clock()
             return sum(1 for c in self._carts.values() if not self._expired(c, now))
 
-    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
-        """The view as `GET /v1/live` returns it."""
+    def snapshot(
+        self, area: Area | None = None, limit: int | None = None, after: str | None = None
+    ) -> dict[str, Any]:
+        """The view as `GET /v1/live` returns it (docs/LOCATIONS.md, "GET /v1/live").
+
+        With no arguments: every live cart, the report window's reports and the recent
+        alerts. `area` keeps the carts and reports inside it; `after` keeps the carts whose
+        plate sorts after it, and `limit` at most that many carts (by plate). When `limit`
+        is given the body also has `next`: the `after` of the next page, or None on the last.
+        """
         with self.lock:
             now = self.clock()
-            carts = [self._cart_json(c, now) for c in self.carts()]
+            ttl = self.rules.ttl
+            live = [c for c in self._carts.values() if now - c.seen_at <= ttl]
+            if area is not None:
+                live = [c for c in live if area.contains(c.lat, c.lon)]
+            if after is not None:
+                live = [c for c in live if c.plate > after]
+            live.sort(key=_plate_of)
+            next_after: str | None = None
+            if limit is not None and len(live) > limit:
+                live = live[:limit]
+                next_after = live[-1].plate if live else None
+            members = self._members
+            carts = []
+            for c in live:
+                master = members.get(c.plate)
+                seconds = (now - c.seen_at).total_seconds()
+                speed = c.speed_kmh
+                iso = c.iso
+                if iso is None:
+                    iso = c.iso = (c.recorded_at.isoformat(), c.seen_at.isoformat())
+                carts.append({
+                    "plate": c.plate,
+                    "master": master,
+                    "registered": master is not None,
+                    "lat": c.lat,
+                    "lon": c.lon,
+                    "recorded_at": iso[0],
+                    "seen_at": iso[1],
+                    "seconds_since_seen": round(seconds, 1) if seconds > 0 else 0.0,
+                    "speed_kmh": None if speed is None else round(speed, 1),
+                })  # fmt: skip
             since = now - self.rules.report_window
             reports = sorted(
-                (r for r in self._reports.values() if r.received_at >= since),
+                (
+                    r
+                    for r in self._reports.values()
+                    if r.received_at >= since and (area is None or area.contains(r.lat, r.lon))
+                ),
                 key=lambda r: (r.received_at, r.id),
                 reverse=True,
             )
             alerts = self._recent_alerts(now)
-        return {
+        body: dict[str, Any] = {
             "carts": carts,
             "reports": [_report_json(r) for r in reports],
             "alerts": [a.model_dump(mode="json") for a in alerts],
         }
+        if limit is not None:
+            body["next"] = next_after
+        return body
 
     def master(self, plate: str) -> str | None:
         with self.lock:
@@ -327,51 +414,61 @@ class LiveView:
     def _expired(self, cart: Cart, now: datetime) -> bool:
         return now - cart.seen_at > self.rules.ttl
 
-    def _position(self, pos: CartPosition, source: str, replay: bool, now: datetime) -> Effects:
-        effects = Effects()
+    def _position(
+        self, effects: Effects, pos: CartPosition, source: str, replay: bool, now: datetime
+    ) -> None:
+        # The hot path (one call per position): attributes read once, alert texts built only
+        # when an alert would not be suppressed.
+        plate, lat, lon, recorded_at = pos.plate, pos.lat, pos.lon, pos.recorded_at
+        rules = self.rules
         seen = min(pos.received_at, now)
-        cart = self._carts.get(pos.plate)
-        if cart is not None and self._expired(cart, now):
+        carts = self._carts
+        cart = carts.get(plate)
+        if cart is not None and now - cart.seen_at > rules.ttl:
             # Back after going silent: it starts afresh (no jump against a stale position).
-            del self._carts[pos.plate]
+            del carts[plate]
             cart = None
-        if not replay and pos.plate not in self._members:
+        if (
+            not replay
+            and plate not in self._members
+            and not self._suppressed("unregistered_cart", plate, now)
+        ):
             self._raise(
                 effects, "unregistered_cart", pos, now,
-                f"{pos.plate} sent a {source} but is not the plate of any approved member",
+                f"{plate} sent a {source} but is not the plate of any approved member",
             )  # fmt: skip
-        if cart is not None and pos.recorded_at <= cart.recorded_at:
-            # Older (or the same) position arriving late: it proves the cart is alive, no more.
-            cart.seen_at = max(cart.seen_at, seen)
-            effects.stale += 1
-            return effects
         speed = None
         if cart is not None:
-            seconds = (pos.recorded_at - cart.recorded_at).total_seconds()
-            metres = haversine_m(cart.lat, cart.lon, pos.lat, pos.lon)
+            if recorded_at <= cart.recorded_at:
+                # Older (or the same) position arriving late: it proves the cart is alive, no more.
+                if seen > cart.seen_at:
+                    cart.seen_at, cart.iso = seen, None
+                effects.stale += 1
+                return
+            seconds = (recorded_at - cart.recorded_at).total_seconds()
+            metres = haversine_m(cart.lat, cart.lon, lat, lon)
             speed = metres / seconds * 3.6
-            if speed >= _EXACT_SPEED_SHARE * self.rules.jump_speed_kmh:
-                metres = geodesic_m(cart.lat, cart.lon, pos.lat, pos.lon)
+            if speed >= _EXACT_SPEED_SHARE * rules.jump_speed_kmh:
+                metres = geodesic_m(cart.lat, cart.lon, lat, lon)
                 speed = metres / seconds * 3.6
-            if not replay and speed > self.rules.jump_speed_kmh:
+            if not replay and speed > rules.jump_speed_kmh:
                 self._raise(
                     effects, "jump", pos, now,
-                    f"{pos.plate} moved {metres:.0f} m in {seconds:.1f} s ({speed:.0f} km/h, "
-                    f"over {self.rules.jump_speed_kmh:g} km/h)",
+                    f"{plate} moved {metres:.0f} m in {seconds:.1f} s ({speed:.0f} km/h, "
+                    f"over {rules.jump_speed_kmh:g} km/h)",
                 )  # fmt: skip
-        self._carts[pos.plate] = Cart(
-            pos.plate, pos.lat, pos.lon, pos.recorded_at, max(seen, cart.seen_at) if cart else seen,
-            pos.id, speed,
-        )  # fmt: skip
+            if cart.seen_at > seen:
+                seen = cart.seen_at
+        carts[plate] = Cart(plate, lat, lon, recorded_at, seen, pos.id, speed)
         effects.applied += 1
-        if not replay and not self.rules.in_area(pos.lat, pos.lon):
-            r = self.rules
+        if not replay and not (
+            rules.lat_min <= lat <= rules.lat_max and rules.lon_min <= lon <= rules.lon_max
+        ):
             self._raise(
                 effects, "out_of_area", pos, now,
-                f"{pos.plate} at ({pos.lat:.5f}, {pos.lon:.5f}) is outside the service area "
-                f"(lat {r.lat_min:g}..{r.lat_max:g}, lon {r.lon_min:g}..{r.lon_max:g})",
+                f"{plate} at ({lat:.5f}, {lon:.5f}) is outside the service area "
+                f"(lat {rules.lat_min:g}..{rules.lat_max:g}, lon {rules.lon_min:g}..{rules.lon_max:g})",
             )  # fmt: skip
-        return effects
 
     def _raise(
         self, effects: Effects, kind: AlertKind, pos: CartPosition, now: datetime, detail: str
@@ -431,20 +528,6 @@ class LiveView:
         keep = {a.id for a in self._recent_alerts(now)}
         for alert_id_ in [i for i in self._alerts if i not in keep]:
             del self._alerts[alert_id_]
-
-    def _cart_json(self, cart: Cart, now: datetime) -> dict[str, Any]:
-        master = self._members.get(cart.plate)
-        return {
-            "plate": cart.plate,
-            "master": master,
-            "registered": master is not None,
-            "lat": cart.lat,
-            "lon": cart.lon,
-            "recorded_at": cart.recorded_at.isoformat(),
-            "seen_at": cart.seen_at.isoformat(),
-            "seconds_since_seen": round(max(0.0, (now - cart.seen_at).total_seconds()), 1),
-            "speed_kmh": None if cart.speed_kmh is None else round(cart.speed_kmh, 1),
-        }
 
 
 def _report_json(report: SeenReport) -> dict[str, Any]:

@@ -21,16 +21,19 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import threading
 import time
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+import msgspec
+from flask import Blueprint, Flask, Response, current_app, request, url_for
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from consumers.locations.view import LiveView
+from consumers.locations.view import Area, LiveView
+from gremio.records import NEW_PLATE, OLD_PLATE
 from gremio.settings import Settings, get_settings
 from gremio.web import assets, page
 
@@ -44,6 +47,12 @@ REALM = "gremio staff"
 CACHE_SECONDS = 60.0  # how long a successful login check is remembered
 CACHE_MAX = 256  # remembered headers at most (each staff browser has one)
 OPEN_ON_LOOPBACK = ("metrics.get_metrics",)  # endpoints loopback clients reach without the login
+# GET /v1/live's query parameters (docs/LOCATIONS.md); any other is a 400.
+LIVE_PARAMS = frozenset({"bbox", "limit", "after"})
+MAX_LIMIT = 1000  # carts per page at most
+_DEGREES = r"(-?[0-9]{1,3}(?:\.[0-9]{1,12})?)"
+_BBOX = re.compile(",".join([_DEGREES] * 4), re.ASCII)
+_LIMIT = re.compile(r"[1-9][0-9]{0,3}", re.ASCII)
 
 
 class StaffLogin:
@@ -101,15 +110,21 @@ def _require_staff() -> Response | None:
     login: StaffLogin = current_app.extensions["staff_login"]
     if login.allows(request.headers.get("Authorization")):
         return None
+    response = _problem(401, "Unauthorized", "the staff login is required (HTTP Basic; docs/OPERATIONS.md)")
+    response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+    return response
+
+
+def _problem(status: int, title: str, detail: str) -> Response:
+    """An RFC 9457 problem+json response."""
     body = {
         "type": "about:blank",
-        "title": "Unauthorized",
-        "status": 401,
-        "detail": "the staff login is required (HTTP Basic; docs/OPERATIONS.md)",
+        "title": title,
+        "status": status,
+        "detail": detail,
         "instance": request.path,
     }
-    response = Response(json.dumps(body), status=401, mimetype="application/problem+json")
-    response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'
+    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -134,13 +149,65 @@ def map_page() -> Response:
     return page("live.html", url_for("static", filename="live.js"), config)
 
 
+class BadQuery(ValueError):
+    """A /v1/live query parameter that is not what docs/LOCATIONS.md describes: 400."""
+
+
+def _one(name: str) -> str | None:
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise BadQuery(f"{name} is given {len(values)} times: give it at most once")
+    return values[0] if values else None
+
+
+def live_query() -> tuple[Area | None, int | None, str | None]:
+    """(area, limit, after) of the request's query string, or BadQuery saying what is wrong.
+
+    Every value is matched against a strict ASCII pattern before it is converted, so
+    float()'s and int()'s leniencies (`nan`, `inf`, `1_0`, `1e308`, other scripts' digits,
+    spaces) never get through.
+    """
+    unknown = sorted(set(request.args) - LIVE_PARAMS)
+    if unknown:
+        raise BadQuery(
+            f"unknown query parameter {unknown[0][:40]!r}: /v1/live takes {', '.join(sorted(LIVE_PARAMS))}"
+        )
+    area = limit = after = None
+    bbox = _one("bbox")
+    if bbox is not None:
+        match = _BBOX.fullmatch(bbox) if len(bbox) <= 120 else None
+        if match is None:
+            raise BadQuery(
+                "bbox must be min_lon,min_lat,max_lon,max_lat in decimal degrees, e.g. -70.8,-33.6,-70.5,-33.3"
+            )
+        min_lon, min_lat, max_lon, max_lat = (float(v) for v in match.groups())
+        if not (-180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90):
+            raise BadQuery(
+                "bbox must have -180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90"
+            )
+        area = Area(min_lon, min_lat, max_lon, max_lat)
+    text = _one("limit")
+    if text is not None:
+        if not (_LIMIT.fullmatch(text) and 1 <= int(text) <= MAX_LIMIT):
+            raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        limit = int(text)
+    after = _one("after")
+    if after is not None and not (NEW_PLATE.fullmatch(after) or OLD_PLATE.fullmatch(after)):
+        raise BadQuery("after must be a plate as /v1/live writes it (the `next` of the previous page)")
+    return area, limit, after
+
+
 @live.get("/v1/live")
 def get_live() -> Response:
-    """Live carts, fugitive reports of the report window, and recent alerts."""
+    """Live carts, fugitive reports of the report window, and recent alerts; optionally only
+    those inside `bbox`, and the carts a page of `limit` at a time after `after`."""
     view: LiveView = current_app.extensions["live_view"]
-    response = jsonify(view.snapshot())
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    try:
+        area, limit, after = live_query()
+    except BadQuery as exc:
+        return _problem(400, "Bad Request", str(exc))
+    body = msgspec.json.encode(view.snapshot(area, limit, after))
+    return Response(body, mimetype="application/json", headers={"Cache-Control": "no-store"})
 
 
 @metrics.get("/metrics")

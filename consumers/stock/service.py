@@ -2,7 +2,10 @@
 
 Per batch of sales: one PostgreSQL transaction (orders and each cart's newest stock),
 then the new orders' `replenishments` records, acknowledged by the broker, then the
-outbox mark; the shared runner commits the offsets after that. A crash anywhere in
+outbox mark; the runner commits the offsets after that. With a backlog waiting, the
+StockRunner (consumers/stock/runner.py) hands over a run of up to
+STOCK_MAX_BATCHES_PER_COMMIT batches: each is decided on its own, in order, and the
+run shares the transaction, the produce flush and the offset commit. A crash anywhere in
 between redelivers the batch, which then changes nothing in the table and publishes
 whatever was committed but not yet published. docs/STOCK.md tells the whole story.
 
@@ -27,13 +30,14 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from consumers.stock.notices import Notices
 from consumers.stock.rules import Rules
+from consumers.stock.runner import StockRunner
 from consumers.stock.store import Applied, OrderStore
 from gremio import db
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.logs import setup_logging
 from gremio.records import Record, Sale
-from gremio.runner import BaseService, Envelope, run_service
+from gremio.runner import BaseService, Envelope
 from gremio.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -51,8 +55,14 @@ IGNORED = Counter(
 )
 BATCH_SECONDS = Histogram(
     "gremio_stock_batch_seconds",
-    "Time to make one batch durable: the transaction and the records' acknowledgement",
+    "Time to make one batch, or one run of batches, durable: the transaction and the records' acknowledgement",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+BATCHES_PER_COMMIT = Histogram(
+    "gremio_stock_batches_per_commit",
+    "Batches made durable by one transaction, produce flush and offset commit",
+    buckets=(1, 2, 5, 10, 20, 50, 100),
 )
 
 PRUNE_EVERY_SECONDS = 3600.0
@@ -74,6 +84,7 @@ class StockService(BaseService):
         self.group_id = group_id or self.settings.stock_group_id
         self.batch_size = self.settings.stock_batch_size
         self.batch_timeout = self.settings.stock_batch_flush_seconds
+        self.max_batches_per_commit = self.settings.stock_max_batches_per_commit  # StockRunner
         self.rules = Rules.from_settings(self.settings)
         self.notices = notices or Notices(timezone=self.settings.guild_timezone)
         self.crash_point = self.settings.stock_test_crash_point
@@ -83,10 +94,18 @@ class StockService(BaseService):
         self._next_prune = 0.0
 
     def process(self, batch: list[Envelope]) -> None:
-        """One transaction, then the new orders' records: safe to run again on part of a batch."""
+        """One transaction, then the new orders' records: safe to run again on part of a batch.
+
+        Given more than one batch's records (StockRunner, with a backlog waiting), each run of
+        STOCK_BATCH_SIZE records is decided as its own batch, in order, and all of them are
+        made durable together.
+        """
         started = time.perf_counter()
         sales = [envelope.record for envelope in batch if isinstance(envelope.record, Sale)]
-        applied = self.store.apply(sales, self.rules, datetime.now(UTC))
+        size = self.batch_size
+        batches = [sales[i : i + size] for i in range(0, len(sales), size)]
+        applied = self.store.apply_batches(batches, self.rules, datetime.now(UTC))
+        BATCHES_PER_COMMIT.observe(len(batches))
         self._crash_here("after_db_commit")
         if applied.unpublished:
             gk.produce_all(
@@ -128,10 +147,13 @@ class StockService(BaseService):
         REPUBLISHED.inc(len(applied.republish))
         IGNORED.labels("stale").inc(len(decision.stale))
         IGNORED.labels("repeated").inc(len(decision.repeated))
-        for order in applied.opened:
-            self.notices.opened(order)
-        for delivery in decision.delivered:
-            self.notices.delivered(delivery)
+        opened = {order.id for order in applied.opened}
+        for batch in applied.batches or [decision]:  # batch by batch, as they were decided
+            for order in batch.opened:
+                if order.id in opened:
+                    self.notices.opened(order)
+            for delivery in batch.delivered:
+                self.notices.delivered(delivery)
         for order in applied.republish:
             log.warning("re-published order %s (cart %s) after an interrupted run", order.id, order.plate)
 
@@ -148,4 +170,10 @@ def main() -> int:
     db.wait_for_db(settings, timeout=120)
     start_http_server(settings.stock_metrics_port, addr=settings.bind_host)
     log.info("metrics on http://%s:%d/metrics", settings.bind_host, settings.stock_metrics_port)
-    return run_service(StockService(settings), settings)
+    service = StockService(settings)
+    try:  # gremio.runner.run_service, on the runner that groups a backlog's batches
+        runner = StockRunner(service, settings)
+        runner.install_signal_handlers()
+        return runner.run()
+    finally:
+        service.close()

@@ -1,11 +1,11 @@
-"""The replenishment service's PostgreSQL side: one transaction per batch, and the outbox mark."""
+"""The replenishment service's PostgreSQL side: one transaction per batch or run of batches, and the outbox mark."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ class Applied:
     decision: BatchOutcome
     opened: list[ReplenishmentOrder]  # new orders, now in the table
     republish: list[ReplenishmentOrder]  # committed by an interrupted run, never published
+    batches: list[BatchOutcome] = field(default_factory=list)  # each batch's own decision, in order
 
     @property
     def unpublished(self) -> list[ReplenishmentOrder]:
@@ -67,7 +68,16 @@ class OrderStore:
             self._conn.close()
 
     def apply(self, sales: Sequence[Sale], rules: Rules, now: datetime) -> Applied:
-        """Lock the batch's carts, decide with `handle`, write orders and stock, commit."""
+        """One batch in its own transaction."""
+        return self.apply_batches([sales], rules, now)
+
+    def apply_batches(self, batches: Sequence[Sequence[Sale]], rules: Rules, now: datetime) -> Applied:
+        """Lock the batches' carts, decide each batch in order with `handle`, write, commit once.
+
+        Each batch is decided on the carts' state the batches before it left, exactly as
+        if each had been committed on its own; one transaction makes them all durable.
+        """
+        sales = [sale for batch in batches for sale in batch]
         plates = sorted({sale.plate for sale in sales})
         sale_ids = [sale.id for sale in sales]
         conn = self.conn  # one connection for the whole transaction, even if it breaks midway
@@ -84,19 +94,25 @@ class OrderStore:
                 rows = found.fetchall()
                 carts, triggers = _with_orders(carts, rows)
                 applied = triggers | (set(sale_ids) - new_sales)
-                decision = handle(sales, carts, rules, now, applied)
-                inserted = self._write(conn, decision)
+                decisions = []
+                for batch in batches:
+                    decision = handle(batch, carts, rules, now, applied)
+                    decisions.append(decision)
+                    carts = {**carts, **decision.carts}
+                    applied |= {sale.id for sale in batch}  # a later batch repeating one skips it
+                merged = _merged(decisions)
+                inserted = self._write(conn, merged)
                 marked = self._mark(conn)
             inserted_ids = {row[0] for row in inserted.fetchall()} if inserted is not None else set()
         self.unmarked -= marked
-        batch = set(sale_ids)
+        group = set(sale_ids)
         earlier = [
             _order(row)
             for row in rows
-            if row.sale_id in batch and row.published_at is None and row.id not in marked | self.unmarked
+            if row.sale_id in group and row.published_at is None and row.id not in marked | self.unmarked
         ]
-        opened = [order for order in decision.opened if order.id in inserted_ids]
-        return Applied(decision, opened, earlier)
+        opened = [order for order in merged.opened if order.id in inserted_ids]
+        return Applied(merged, opened, earlier, decisions)
 
     def prune(self, retention_seconds: float) -> int:
         """Forget applied sale ids older than the retention; returns how many."""
@@ -174,6 +190,20 @@ def _with_orders(carts: dict[str, CartState], rows: list[Any]) -> tuple[dict[str
             open_order = OpenOrder(row.id, row.plate, row.sale_id, row.created_at)
             carts[row.plate] = CartState(carts[row.plate].sold_at, open_order=open_order)
     return carts, applied
+
+
+def _merged(decisions: Sequence[BatchOutcome]) -> BatchOutcome:
+    """The batches' decisions as one: what `handle` says of their sales taken together."""
+    if len(decisions) == 1:
+        return decisions[0]
+    merged = BatchOutcome()
+    for decision in decisions:
+        merged.opened += decision.opened
+        merged.delivered += decision.delivered
+        merged.carts.update(decision.carts)
+        merged.stale += decision.stale
+        merged.repeated += decision.repeated
+    return merged
 
 
 def _order(row: Any) -> ReplenishmentOrder:

@@ -1,4 +1,4 @@
-"""A single-node KRaft Kafka broker from Maven Central jars (DESIGN §7).
+"""A KRaft Kafka node from Maven Central jars (DESIGN §7): a single node, or one of a cluster's.
 
 Used by `gremio up` (under the process manager) and by the test suite (directly, on free
 ports). `KAFKA_HOME` pointing at an existing Kafka install takes precedence over the jars.
@@ -75,6 +75,27 @@ class KafkaBroker:
     # Where the client listener binds and what it advertises (the deployment: "" = all, kafka).
     listen_host: str = "127.0.0.1"
     advertised_host: str = "127.0.0.1"
+    # Cluster mode (gremio/stack/kafka_cluster.py): this node's id and every voter's
+    # (node id, controller port) on loopback, all formatted with the same `cluster_id`.
+    # No voters: the single node (node.id=1, formatted --standalone, replication factor 1).
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+    cluster_id: str | None = None
+
+    @property
+    def replication(self) -> int:
+        """Replicas of every topic (internal ones too): 1 alone, 3 (at most) in a cluster."""
+        return min(3, len(self.voters)) or 1
+
+    @property
+    def min_isr(self) -> int:
+        """min.insync.replicas: an acks=all write survives the loss of one replica (2 of 3)."""
+        return max(1, self.replication - 1)
+
+    @property
+    def quorum_bootstrap(self) -> str:
+        ports = [port for _, port in self.voters] or [self.controller_port]
+        return ",".join(f"127.0.0.1:{port}" for port in ports)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -93,8 +114,8 @@ class KafkaBroker:
         return "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                f"node.id={self.node_id}",
+                f"controller.quorum.bootstrap.servers={self.quorum_bootstrap}",
                 f"listeners={listener}://{self.listen_host}:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
                 f"advertised.listeners={listener}://{self.advertised_host}:{self.port}",
                 "controller.listener.names=CONTROLLER",
@@ -103,12 +124,13 @@ class KafkaBroker:
                 f"log.dirs={self.log_dir}",
                 "num.partitions=2",
                 "auto.create.topics.enable=false",
-                "offsets.topic.replication.factor=1",
+                *self._replication_properties(),
+                f"offsets.topic.replication.factor={self.replication}",
                 "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"transaction.state.log.replication.factor={self.replication}",
+                f"transaction.state.log.min.isr={self.min_isr}",
+                f"share.coordinator.state.topic.replication.factor={self.replication}",
+                f"share.coordinator.state.topic.min.isr={self.min_isr}",
                 "group.initial.rebalance.delay.ms=0",
                 "message.max.bytes=8388608",
                 "replica.fetch.max.bytes=8388608",
@@ -116,6 +138,18 @@ class KafkaBroker:
                 "",
             ]
         )
+
+    def _replication_properties(self) -> list[str]:
+        """A cluster's topics: 3 replicas, acks=all needs 2 in sync, and no out-of-sync replica
+        ever becomes leader (that would drop acknowledged records). Nothing for a single node,
+        whose file stays as it was."""
+        if not self.voters:
+            return []
+        return [
+            f"default.replication.factor={self.replication}",
+            f"min.insync.replicas={self.min_isr}",
+            "unclean.leader.election.enable=false",
+        ]
 
     @staticmethod
     def _sasl_properties() -> list[str]:
@@ -170,11 +204,16 @@ class KafkaBroker:
         self.properties_file.write_text(self.server_properties())
         if (self.log_dir / "meta.properties").exists():
             return
-        cluster_id = _cluster_id()
+        cluster_id = self.cluster_id or _cluster_id()
         scram = ["--add-scram", scram_credential(self.env()[ADMIN_LOGIN_ENV])] if self.sasl else []
+        quorum = ["--standalone"]
+        if self.voters:
+            if not self.cluster_id:
+                raise StackError("a cluster node needs the cluster's cluster_id")
+            quorum = [f"--initial-controllers={self.initial_controllers()}"]
         subprocess.run(
             self.java_command(
-                "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+                "kafka.tools.StorageTool", "format", *quorum, "--ignore-formatted",
                 # `--cluster-id=`: an id starting with "-" would read as an option otherwise.
                 f"--cluster-id={cluster_id}", "-c", str(self.properties_file), *scram,
             ),
@@ -184,6 +223,14 @@ class KafkaBroker:
 
     def command(self) -> list[str]:
         return self.java_command("kafka.Kafka", str(self.properties_file))
+
+    def initial_controllers(self) -> str:
+        """StorageTool's --initial-controllers: id@host:port:directory-id of every voter, the
+        same on every node (each directory id derives from the cluster id and the node id)."""
+        assert self.cluster_id
+        return ",".join(
+            f"{node}@127.0.0.1:{port}:{directory_id(self.cluster_id, node)}" for node, port in self.voters
+        )
 
 
 COMPOSE_HEADER = """\
@@ -212,6 +259,14 @@ _PLAINTEXT_MAP = ["listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT
 def scram_credential(password: str, name: str = ADMIN_PRINCIPAL) -> str:
     """StorageTool's --add-scram argument for a user's SCRAM-SHA-512 credential."""
     return f'{SASL_MECHANISM}=[name={name},password="{password}"]'
+
+
+def directory_id(cluster_id: str, node_id: int) -> str:
+    """A voter's metadata directory id: a UUID derived from the cluster and node, URL-safe base64."""
+    import base64
+
+    raw = uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{cluster_id}/{node_id}").bytes
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _cluster_id() -> str:

@@ -60,6 +60,8 @@ def drain(topic: str, table: str, **kwargs):
     from kafka_drain import KafkaDrainOperator
 
     options = {"record": "gremio.records.Sale", "group_id": f"group-{topic}", "stall_timeout": 60.0, **kwargs}
+    if options["record"] == "gremio.records.Sale":  # tables like `sales`: keyed (id, sold_at)
+        options.setdefault("conflict_columns", ("id", "sold_at"))
     op = KafkaDrainOperator(task_id="drain", topic=topic, table=table, **options)
     return op.execute(context={})
 

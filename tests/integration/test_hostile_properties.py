@@ -417,7 +417,8 @@ def drain_for(dag_id: str, task_id: str, partitions: int, prod: Producer) -> Ite
         columns=task.columns,
         message_columns=task.message_columns,
         partitions=task.partitions,
-        conflict_column=task.conflict_column,
+        conflict_columns=task.conflict_columns,
+        prepare=task.prepare,
         kafka_config_id=QUICK_KAFKA,
     )
     model = op.record_model()

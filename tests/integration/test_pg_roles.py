@@ -86,6 +86,10 @@ REFUSED = {
         "delete from member_applications",
         "delete from sales",
         "update sales set quantity = 1",
+        "delete from sales_unstamped",
+        "drop table sales_default",
+        "alter table sales detach partition sales_default",
+        "create table sales_19990101 partition of sales for values from ('1999-01-01') to ('1999-01-02')",
         "select * from deadletter_replays",
         "select * from schema_migrations",
     ],
@@ -260,18 +264,24 @@ def test_the_airflow_role_drains_decides_and_computes():
     plate = "ZZ" + uuid.uuid4().hex[:4].upper()
     rut = f"{uuid.uuid4().int % 10**8}-K"
     with connect("airflow") as conn, conn.transaction(force_rollback=True):
-        for table in ("sales", "member_applications"):
+        # sales is partitioned by day: its key includes sold_at (sql/100_sales_partitions.sql).
+        for table, key in (("sales", "id, sold_at"), ("member_applications", "id")):
             conn.execute(
                 sql.SQL("create temp table drain_stage (like {} including defaults) on commit drop").format(
                     sql.Identifier(table)
                 )
             )
             conn.execute(
-                sql.SQL("insert into {} select * from drain_stage on conflict (id) do nothing").format(
-                    sql.Identifier(table)
+                sql.SQL("insert into {} select * from drain_stage on conflict ({}) do nothing").format(
+                    sql.Identifier(table), sql.SQL(key)
                 )
             )
             conn.execute("drop table drain_stage")
+        # The drain's day partitions, through the owner's function (EXECUTE, nothing more).
+        conn.execute("select sales_add_partitions(array[current_date], 'America/Santiago')")
+        conn.execute(
+            "insert into sales_unstamped (id, sold_at) values (gen_random_uuid(), now()) on conflict do nothing"
+        )
         conn.execute(
             "insert into member_applications (id, first_name, last_name, rut, email, plate, premium, received_at)"
             " values (%s, 'Ana', 'Rojas', %s, 'ana@example.cl', %s, false, '1999-01-10')",

@@ -21,12 +21,13 @@ import pytest
 
 from consumers.stock import StockService
 from consumers.stock.rules import order_id
+from consumers.stock.runner import StockRunner
 from consumers.stock.store import OrderStore
 from gremio import db
 from gremio import kafka as gk
 from gremio import topics as t
 from gremio.records import ReplenishmentOrder, Sale
-from gremio.runner import Envelope, Runner
+from gremio.runner import Envelope
 from gremio.settings import get_settings
 from tests.support import TopicProbe, assignments, commit_at_end, committed, new_plate, wait_for
 
@@ -90,15 +91,21 @@ class Spy(StockService):
 
 
 @contextlib.contextmanager
-def running(service: Spy) -> Iterator[Runner]:
-    """Run the service on the shared runner in a thread; stop it cleanly afterwards."""
+def running(
+    service: StockService, max_batches: int | None = None, from_end: bool = True
+) -> Iterator[StockRunner]:
+    """Run the service on its runner in a thread (from the end of `sales` unless told not
+    to: a backlog produced first); stop it cleanly afterwards. `runner.failed` holds what the
+    run ended with, if it did."""
     try:
-        commit_at_end(service.group_id)
-        runner = Runner(service)
+        if from_end:
+            commit_at_end(service.group_id)
+        runner = StockRunner(service, max_batches=max_batches)
     except BaseException:
         service.close()
         raise
     failure: list[BaseException] = []
+    runner.failed = failure
 
     def run() -> None:
         try:

@@ -6,18 +6,15 @@ test-artifacts/reliability/<test>.json and summed up at the end of the pytest ru
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from gremio.settings import REPO_ROOT
 from tests.dags.conftest import execution_api_retries, load_dag  # noqa: F401 - the DAG tests' fixtures
+from tests.support import Figures
 
-FIGURES = REPO_ROOT / "test-artifacts" / "reliability"
-_noted: dict[str, dict[str, Any]] = {}
+FIGURES = Figures("reliability")
 
 
 @pytest.fixture(autouse=True)
@@ -29,17 +26,9 @@ def _services(stack):
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """What a test measured (counts, seconds), kept for docs/RELIABILITY.md."""
-    noted: dict[str, Any] = {}
-    yield noted
-    if noted:
-        FIGURES.mkdir(parents=True, exist_ok=True)
-        path = FIGURES / (re.sub(r"[^\w.\[\]-]+", "_", request.node.name) + ".json")
-        path.write_text(json.dumps(noted, indent=2, default=str) + "\n")
-        _noted[request.node.name] = noted
+    with FIGURES.record(request.node.name) as noted:
+        yield noted
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if _noted:
-        terminalreporter.section("reliability figures")
-        for name, noted in _noted.items():
-            terminalreporter.write_line(f"{name}: {json.dumps(noted, default=str)}")
+    FIGURES.summary(terminalreporter)
