@@ -5,10 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: up down status test lint fmt bench bench-api secrets clean-local help
+.PHONY: up up-cluster down status test lint fmt bench bench-api secrets clean-local help
 
 help:
 	@echo "make up      install what is missing and start the whole stack"
+	@echo "make up-cluster  the same with three Kafka nodes, two of each service and nginx"
 	@echo "make status  show each part's health"
 	@echo "make down    stop everything"
 	@echo "make test    run the whole test suite against throwaway Kafka and PostgreSQL"
@@ -30,6 +31,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 
 up: $(VENV)/.installed
 	@$(BIN)/gremio up
+
+up-cluster: $(VENV)/.installed
+	@$(BIN)/gremio up --cluster
 
 secrets: $(VENV)/.installed
 	@$(BIN)/gremio secrets

@@ -50,6 +50,7 @@ from deadlines import report_deadline
 from kafka_drain import KafkaDrainOperator
 from report_checks import ReportColumnCheckOperator, ReportTableCheckOperator
 
+from gremio import sales_partitions
 from gremio.db import query
 from gremio.guild_time import DAILY_RUN_TIME
 from gremio.settings import get_settings
@@ -117,8 +118,7 @@ def sales_daily():
         group_id="airflow-sales-daily",
         # Partitioned by day (sql/100_sales_partitions.sql): the key includes sold_at, and
         # each chunk first makes its days' partitions (gremio/sales_partitions.py).
-        conflict_columns=("id", "sold_at"),
-        prepare="gremio.sales_partitions.prepare_chunk",
+        **sales_partitions.DRAIN_OPTIONS,
         # Two drains of one group at once would each re-read the other's records.
         max_active_tis_per_dag=1,
     )

@@ -25,7 +25,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if ensure_local_secrets(local_secrets_file().parent):
         print(f"secrets: generated the local stack's own in {local_secrets_file()} (mode 0600)")
         get_settings.cache_clear()
-    return up(get_settings())
+    settings = get_settings()
+    if args.cluster:
+        settings = settings.model_copy(update={"topology": "cluster"})
+    return up(settings)
 
 
 def cmd_secrets(args: argparse.Namespace) -> int:
@@ -240,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("up", cmd_up, "install what is missing and start the whole stack")
+    start = add("up", cmd_up, "install what is missing and start the whole stack")
+    start.add_argument(
+        "--cluster",
+        action="store_true",
+        help="three Kafka nodes, two of each service, nginx (make up-cluster)",
+    )
     add("down", cmd_down, "stop everything `gremio up` started")
     status = add("status", cmd_status, "show each part's health")
     status.add_argument("--wait", type=float, default=0, help="wait up to this many seconds for health")

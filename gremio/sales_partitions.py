@@ -22,6 +22,13 @@ from gremio.settings import get_settings
 if TYPE_CHECKING:
     import psycopg
 
+# How KafkaDrainOperator drains into `sales` (the sales_daily DAG, and any other drain into it):
+# the key includes sold_at, and each chunk first makes its days' partitions.
+DRAIN_OPTIONS: dict[str, Any] = {
+    "conflict_columns": ("id", "sold_at"),
+    "prepare": "gremio.sales_partitions.prepare_chunk",
+}
+
 # A chunk whose sales span more days than this gets partitions for the days it has, not
 # for every day between its first and last sale (a stray old sale would make hundreds).
 SPAN_DAYS = 14

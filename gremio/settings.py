@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     # The local stack's redis-server (the API's shared rate-limit counters), on loopback.
     redis_port: int = 6380
     kafka_heap: str = "512m"
+    # `make up-cluster` (docs/SCALING.md, "The cluster on one machine"): three Kafka nodes and
+    # two instances of the API (behind nginx on API_PORT), stock and locations. Unset: the
+    # topology `gremio up` last started, remembered in LOCAL_DIR/topology (single by default).
+    topology: Literal["single", "cluster"] | None = None
+    cluster_kafka_ports: list[int] = [9092, 9094, 9096]
+    cluster_kafka_controller_ports: list[int] = [9093, 9095, 9097]
+    cluster_api_ports: list[int] = [8010, 8011]  # the API instances nginx spreads requests over
+    cluster_live_ports: list[int] = [8001, 8003]  # each location instance's map and /v1/live
+    cluster_stock_metrics_ports: list[int] = [8002, 8004]
     # Replicas of each topic `gremio topics` creates: -1 is the brokers' default.replication.factor
     # (1 on the single local broker); 3 on a three-broker cluster (docs/SCALING.md).
     kafka_replication_factor: int = Field(default=-1, ge=-1, le=32)
@@ -142,6 +151,10 @@ class Settings(BaseSettings):
     # --- ingest API ---------------------------------------------------------------------
     delivery_timeout_seconds: float = Field(default=5.0, gt=0)
     max_body_bytes: int = 16 * 1024
+    # Proxies in front of the API whose X-Forwarded-For it believes: 0 (none) by default, so a
+    # client cannot pick its own address; 1 behind `make up-cluster`'s nginx, which replaces
+    # the header with the peer it accepted (gremio/stack/nginx.py).
+    api_proxy_hops: int = Field(default=0, ge=0, le=5)
     max_batch_body_bytes: int = 256 * 1024
     max_batch_items: int = 500
     max_future_seconds: int = 300
@@ -263,7 +276,25 @@ class Settings(BaseSettings):
     # --- derived values -------------------------------------------------------------------
     @property
     def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+        """KAFKA_BOOTSTRAP_SERVERS, or the local stack's broker (each node of its cluster)."""
+        if self.kafka_bootstrap_servers:
+            return self.kafka_bootstrap_servers
+        ports = self.cluster_kafka_ports if self.is_cluster else [self.kafka_port]
+        return ",".join(f"127.0.0.1:{port}" for port in ports)
+
+    @property
+    def topology_file(self) -> Path:
+        return self.local_dir / "topology"
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the local stack is (or is to be) `make up-cluster`'s topology."""
+        if self.topology is not None:
+            return self.topology == "cluster"
+        try:
+            return self.topology_file.read_text().strip() == "cluster"
+        except OSError:
+            return False
 
     @property
     def uses_local_kafka(self) -> bool:

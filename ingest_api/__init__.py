@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gremio.settings import Settings, get_settings
 from gremio.tokens import signing_keys
@@ -52,6 +53,8 @@ def create_app(
     problems.init_app(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    if settings.api_proxy_hops:  # the client's address as the trusted proxies saw it
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.api_proxy_hops)  # type: ignore[method-assign]
     limits = RateLimits(settings.rate_limit_storage_uri)
     limits.protect(app, members.bp.name, settings.rate_limit_members)
     limits.protect(app, reports.bp.name, settings.rate_limit_reports)

@@ -577,3 +577,48 @@ class Figures:
             terminalreporter.section(f"{self.kind} figures")
             for name, noted in self.noted.items():
                 terminalreporter.write_line(f"{name}: {json.dumps(noted, default=str)}")
+
+
+# --- nginx in front of API instances ---------------------------------------------------------------
+
+
+class Nginx:
+    """Debian's nginx as gremio/stack/nginx.py configures it, on a free loopback port, in front
+    of `upstream_ports` (ApiServer ports). Use it as a context manager: stopped at the end."""
+
+    def __init__(self, folder: Path, upstream_ports: Iterable[int]) -> None:
+        from gremio.stack import nginx
+        from gremio.stack.testing import Server
+
+        self.folder = folder
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        nginx.write_config(folder, self.port, list(upstream_ports))
+        self.server = Server("nginx", nginx.command(folder), folder / "logs" / "nginx.out")
+
+    def __enter__(self) -> Nginx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop(signal.SIGTERM, timeout=10)
+
+    def start(self) -> Nginx:
+        from gremio.stack.system import wait_for_port
+
+        self.server.start()
+        assert wait_for_port(self.port, 30), self.output()
+        return self
+
+    def output(self) -> str:
+        """What nginx said: its stdout/stderr and its error log."""
+        return "\n".join(
+            path.read_text(errors="replace")
+            for path in (self.server.log, self.folder / "logs" / "error.log")
+            if path.exists()
+        )
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> Answer:
+        return http("GET", self.base + path, headers=headers, timeout=10)
+
+    def post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Answer:
+        return http("POST", self.base + path, body, headers)

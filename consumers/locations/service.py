@@ -12,9 +12,12 @@ last LIVE_TTL_SECONDS (or to the committed offset, if that is earlier, so nothin
 skipped). Records below the committed offset were processed before: they only rebuild the
 view, and raise nothing again.
 
-**Ownership.** A cart belongs to the instance holding its `locations` partition. A sale
-read by an instance that does not hold that partition is forwarded there as a
-CartPosition (id derived from the sale), so each cart lives on exactly one instance.
+**Ownership.** A cart belongs to the instance holding its `locations` partition: only that
+instance judges it and raises its alerts. A sale read by an instance that does not hold that
+partition is forwarded there as a CartPosition (id derived from the sale). **One view.** Every
+instance also mirrors the partitions it does not hold into its view, raising nothing
+(consumers/locations/mirror.py), so `/v1/live`, the board and a fugitive report's nearest
+cart see the whole fleet whichever instance answers.
 
 **Failures** (gremio.failures). `view.apply` changes the view, so a batch is never run twice to
 find a bad record: `process` returns the records refused for good (the handler's
@@ -41,6 +44,7 @@ import psycopg
 from confluent_kafka import OFFSET_STORED, Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from consumers.locations.mirror import Mirror
 from consumers.locations.store import LiveStore
 from consumers.locations.view import (
     Effects,
@@ -138,6 +142,7 @@ class LocationService(BaseService):
         self.log_summary = log_summary
         self._producer = gk.producer(self.settings)
         self._location_partitions = t.LOCATIONS.partitions
+        self._sales_partitions = t.SALES.partitions
         self._held: set[int] = set()  # locations partitions this instance holds
         self._replay_until: dict[tuple[str, int], int] = {}
         self.rebuild_offsets: dict[tuple[str, int], int] = {}  # where the last assignment started
@@ -147,6 +152,7 @@ class LocationService(BaseService):
         self._carried = Effects()
         self._sources: dict[uuid.UUID, Envelope] = {}
         self._seeded = False  # suppression memory read from the alerts table since the last assignment
+        self.mirror = Mirror(self.view, self.settings, self.group_id, self.accepts, self.holds_cart)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -154,9 +160,11 @@ class LocationService(BaseService):
         """Load members, the suppression memory and recent reports/alerts before consuming."""
         self._refresh_members()
         self._refresh_feeds()
+        self.mirror.start()
         return self
 
     def close(self) -> None:
+        self.mirror.stop()
         self._producer.flush(10)
         self.store.close()
 
@@ -180,6 +188,7 @@ class LocationService(BaseService):
         no rebuild (start at the committed offsets), or suppression re-read before the
         next batch.
         """
+        before = self._held
         self._held = {p.partition for p in partitions if p.topic == self.locations_topic}
         try:
             self._seek_to_window(consumer, partitions)
@@ -188,9 +197,17 @@ class LocationService(BaseService):
             for p in partitions:
                 p.offset = OFFSET_STORED
             self.rebuild_offsets, self._replay_until = {}, {}
-        dropped = self.view.keep_carts(self.holds_cart)
-        if dropped:
-            log.info("%d carts now belong to another instance", len(dropped))
+        # The carts of partitions taken over are rebuilt from their own partitions' window (the
+        # mirror may have moved them further): their jumps are judged against their own records.
+        taken = self._held - before
+        n = self._location_partitions
+        self.view.keep_carts(lambda plate: t.position_partition(plate, n) not in taken)
+        locations, sales = self.topics
+        assigned = {(p.topic, p.partition) for p in partitions}
+        self.mirror.follow(
+            [(locations, p) for p in range(n) if p != t.FUGITIVE_PARTITION and p not in self._held]
+            + [(sales, p) for p in range(self._sales_partitions) if (sales, p) not in assigned]
+        )
         self._seeded = False
         self._safely(self._refresh_feeds)
         consumer.assign(partitions)
@@ -208,8 +225,12 @@ class LocationService(BaseService):
         # rebalance callback clears confluent-kafka's per-call state, and the next callback
         # of that consume() call (the runner's stats_cb) then aborts the process
         # (CallState_get assertion, confluent-kafka 2.16; tests/reliability found it).
-        meta = self._producer.list_topics(self.locations_topic, timeout=30).topics[self.locations_topic]
-        self._location_partitions = len(meta.partitions) or self._location_partitions
+        meta = self._producer.list_topics(timeout=30).topics
+        locations, sales = self.topics
+        self._location_partitions = (
+            len(getattr(meta.get(locations), "partitions", ())) or self._location_partitions
+        )
+        self._sales_partitions = len(getattr(meta.get(sales), "partitions", ())) or self._sales_partitions
         for p in partitions:
             key = (p.topic, p.partition)
             start, seen = committed.get(key, -1), at_time.get(key, -1)
@@ -303,7 +324,8 @@ class LocationService(BaseService):
             self._sources[report.id] = env
 
     def _learn_members(self, batch: Sequence[Envelope], replays: Sequence[bool], now: datetime) -> None:
-        """Look up in `members` the plates that would raise `unregistered_cart` at `now`.
+        """Look up in `members` the plates that would raise `unregistered_cart` at `now`, and
+        the unknown ones near the batch's fugitive reports (`view.unknown_near`).
 
         One query, and only when an alert would be raised (a cart already alerted for is
         suppressed, so it costs nothing while it keeps pinging). It runs after the batch
@@ -320,7 +342,12 @@ class LocationService(BaseService):
                 or (isinstance(env.record, Sale) and self.holds_cart(env.record.plate))
             )
         ]
-        plates = self.view.unknown_plates(judged, now)
+        reports = [
+            env.record
+            for env, replay in zip(batch, replays, strict=True)
+            if not replay and isinstance(env.record, FugitiveReport)
+        ]
+        plates = sorted({*self.view.unknown_plates(judged, now), *self.view.unknown_near(reports, now)})
         if not plates:
             return
         found = self.store.members_among(plates)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -255,6 +255,28 @@ class LiveView:
             }
             return sorted(plates)
 
+    def unknown_near(self, reports: Sequence[FugitiveReport], now: datetime | None = None) -> list[str]:
+        """The plates of live carts within the match radius of these reports that the view
+        does not know as members. Sorted.
+
+        The service looks them up with `unknown_plates`' plates, before the reports are matched: a
+        cart that only the mirror has shown this instance (another instance holds it) was
+        never looked up here, and a report must be matched by what `members` says now.
+        """
+        if not reports:
+            return []
+        with self.lock:
+            now = now or self.clock()
+            reach = self.rules.match_radius_m * _SHORTLIST_FACTOR + _SHORTLIST_SLACK_M
+            plates = {
+                c.plate
+                for c in self._carts.values()
+                if c.plate not in self._members
+                and not self._expired(c, now)
+                and any(haversine_m(r.lat, r.lon, c.lat, c.lon) <= reach for r in reports)
+            }
+            return sorted(plates)
+
     def set_members(self, members: Mapping[str, str]) -> None:
         """The approved members' plates, each with its master's name."""
         with self.lock:
@@ -287,7 +309,7 @@ class LiveView:
                 self._reports.setdefault(report.id, report)
 
     def keep_carts(self, keep: Callable[[str], bool]) -> list[str]:
-        """Forget the carts `keep` rejects (they now belong to another instance)."""
+        """Forget the carts `keep` rejects (their partitions, newly taken over, are rebuilt)."""
         with self.lock:
             gone = [plate for plate in self._carts if not keep(plate)]
             for plate in gone:

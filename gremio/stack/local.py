@@ -16,7 +16,9 @@ from gremio import kafka as gk
 from gremio import topics as t
 from gremio.settings import REPO_ROOT, Settings
 from gremio.stack import airflow as af
+from gremio.stack import nginx
 from gremio.stack.kafka_broker import KafkaBroker, ensure_jars
+from gremio.stack.kafka_cluster import KafkaCluster, leadership
 from gremio.stack.postgres import PostgresCluster, bin_dir, service_user
 from gremio.stack.supervisor import Program, Supervisor, group_pss_kib
 from gremio.stack.system import StackError, check_ports_free
@@ -37,6 +39,17 @@ def kafka_broker(settings: Settings, libs: Path | None = None) -> KafkaBroker:
     )
 
 
+def kafka_cluster(settings: Settings, libs: Path | None = None) -> KafkaCluster:
+    """`make up-cluster`'s three KRaft nodes (CLUSTER_KAFKA_PORTS, CLUSTER_KAFKA_CONTROLLER_PORTS)."""
+    return KafkaCluster(
+        root=settings.local_dir / "kafka" / "cluster",
+        ports=tuple(settings.cluster_kafka_ports),
+        controller_ports=tuple(settings.cluster_kafka_controller_ports),
+        libs=libs or settings.local_dir / "kafka" / "libs",
+        heap=settings.kafka_heap,
+    )
+
+
 def postgres_cluster(settings: Settings, bindir: Path | None = None) -> PostgresCluster:
     return PostgresCluster(
         root=settings.local_dir / "pg",
@@ -46,11 +59,23 @@ def postgres_cluster(settings: Settings, bindir: Path | None = None) -> Postgres
     )
 
 
-def programs(settings: Settings, kafka: KafkaBroker | None, pg: PostgresCluster | None) -> list[Program]:
-    """Every process of the local stack, in start order."""
+def kafka_programs(settings: Settings, kafka: KafkaBroker | KafkaCluster) -> list[Program]:
+    """The broker's process, or one per node of the cluster (kafka-1, kafka-2, kafka-3)."""
+    if isinstance(kafka, KafkaBroker):
+        return [Program("kafka", kafka.command(), priority=10, stopwaitsecs=60, startsecs=5)]
+    return [
+        Program(f"kafka-{node.node_id}", node.command(), priority=10, stopwaitsecs=60, startsecs=5)
+        for node in kafka.nodes
+    ]
+
+
+def programs(
+    settings: Settings, kafka: KafkaBroker | KafkaCluster | None, pg: PostgresCluster | None
+) -> list[Program]:
+    """Every process of the local stack, in start order (without Kafka and PostgreSQL if None)."""
     progs: list[Program] = []
     if kafka:
-        progs.append(Program("kafka", kafka.command(), priority=10, stopwaitsecs=60, startsecs=5))
+        progs += kafka_programs(settings, kafka)
     if pg:
         progs.append(Program("postgres", pg.command(), priority=10, user=pg.user, stopsignal="INT"))
     progs.append(Program("redis", redis_command(settings), priority=10))
@@ -62,15 +87,45 @@ def programs(settings: Settings, kafka: KafkaBroker | None, pg: PostgresCluster 
                 environment={"DB_ROLE": "airflow"},
             )
         )  # fmt: skip
-    progs += [
-        Program("api", [str(BIN / "gunicorn"), "-c", str(REPO_ROOT / "ingest_api" / "gunicorn_conf.py"), "ingest_api:create_app()"], priority=60),
-        # Each service connects as its own database role (sql/060_roles.sql), never as the owner.
-        Program("stock", [PYTHON, "-m", "consumers.stock"], priority=60, environment={"DB_ROLE": "stock"}),
-        Program("locations", [PYTHON, "-m", "consumers.locations"], priority=60, environment={"DB_ROLE": "locations"}),
-    ]  # fmt: skip
+    api = [
+        str(BIN / "gunicorn"),
+        "-c",
+        str(REPO_ROOT / "ingest_api" / "gunicorn_conf.py"),
+        "ingest_api:create_app()",
+    ]
+    # Each service connects as its own database role (sql/060_roles.sql), never as the owner.
+    stock, locations = [PYTHON, "-m", "consumers.stock"], [PYTHON, "-m", "consumers.locations"]
+    if not settings.is_cluster:
+        progs += [
+            Program("api", api, priority=60),
+            Program("stock", stock, priority=60, environment={"DB_ROLE": "stock"}),
+            Program("locations", locations, priority=60, environment={"DB_ROLE": "locations"}),
+        ]
+    else:  # two of each, in their groups; the API's behind nginx on API_PORT
+        for i, port in enumerate(settings.cluster_api_ports, 1):
+            progs.append(
+                Program(
+                    f"api-{i}", api, priority=60, environment={"API_PORT": str(port), "API_PROXY_HOPS": "1"}
+                )
+            )
+        progs.append(
+            Program("nginx", nginx.command(nginx_dir(settings)), priority=65, stopsignal=nginx.STOPSIGNAL)
+        )
+        replicas = (
+            ("stock", stock, "STOCK_METRICS_PORT", settings.cluster_stock_metrics_ports),
+            ("locations", locations, "LIVE_PORT", settings.cluster_live_ports),
+        )
+        for name, command, port_setting, ports in replicas:
+            for i, port in enumerate(ports, 1):
+                env = {"DB_ROLE": name, port_setting: str(port)}
+                progs.append(Program(f"{name}-{i}", command, priority=60, environment=env))
     if settings.simulate:
         progs.append(Program("simulator", [PYTHON, "-m", "gremio.cli", "simulate"], priority=70))
     return progs
+
+
+def nginx_dir(settings: Settings) -> Path:
+    return settings.local_dir / "nginx"
 
 
 def redis_command(settings: Settings) -> list[str]:
@@ -93,7 +148,15 @@ def _ports(settings: Settings) -> list[tuple[int, str]]:
         (settings.stock_metrics_port, "STOCK_METRICS_PORT"),
         (settings.redis_port, "REDIS_PORT"),
     ]
-    if settings.uses_local_kafka:
+    if settings.is_cluster:
+        ports = [(p, n) for p, n in ports if n not in ("API_PORT", "LIVE_PORT", "STOCK_METRICS_PORT")]
+        ports.append((settings.api_port, "API_PORT"))  # nginx
+        for name in ("cluster_api_ports", "cluster_live_ports", "cluster_stock_metrics_ports"):
+            ports += [(port, name.upper()) for port in getattr(settings, name)]
+    if settings.uses_local_kafka and settings.is_cluster:
+        for name in ("cluster_kafka_ports", "cluster_kafka_controller_ports"):
+            ports += [(port, name.upper()) for port in getattr(settings, name)]
+    elif settings.uses_local_kafka:
         ports += [
             (settings.kafka_port, "KAFKA_PORT"),
             (settings.kafka_controller_port, "KAFKA_CONTROLLER_PORT"),
@@ -109,6 +172,10 @@ def _ports(settings: Settings) -> list[tuple[int, str]]:
 def up(settings: Settings) -> int:
     sup = Supervisor(settings.local_dir)
     if sup.running():
+        running = settings.model_copy(update={"topology": None})
+        if running.is_cluster != settings.is_cluster:
+            shape = "the cluster" if running.is_cluster else "a single broker"
+            raise StackError(f"gremio is already up as {shape}: `make down` first to change the topology")
         print("gremio is already up; making sure every part is started.")
         env = _stack_env(settings)
         os.environ.update(env)
@@ -119,10 +186,17 @@ def up(settings: Settings) -> int:
     check_ports_free(_ports(settings))  # before anything starts: nothing half-started
     (settings.local_dir / "redis").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    kafka = pg = None
+    settings.local_dir.mkdir(parents=True, exist_ok=True)
+    settings.topology_file.write_text(("cluster" if settings.is_cluster else "single") + "\n")
+    kafka: KafkaBroker | KafkaCluster | None = None
+    pg = None
     if settings.uses_local_kafka:
-        kafka = kafka_broker(settings, ensure_jars(settings.local_dir))
+        libs = ensure_jars(settings.local_dir)
+        kafka = kafka_cluster(settings, libs) if settings.is_cluster else kafka_broker(settings, libs)
         kafka.prepare()
+    if settings.is_cluster:
+        nginx.ensure_installed()
+        nginx.write_config(nginx_dir(settings), settings.api_port, settings.cluster_api_ports, settings)
     if settings.uses_local_postgres:
         pg = postgres_cluster(settings, bin_dir())
         pg.prepare()
@@ -164,12 +238,13 @@ def _start(
     settings: Settings,
     sup: Supervisor,
     progs: list[Program],
-    kafka: KafkaBroker | None,
+    kafka: KafkaBroker | KafkaCluster | None,
     pg: PostgresCluster | None,
     env: dict[str, str],
 ) -> None:
-    if kafka:
-        sup.start("kafka")
+    brokers = [prog.name for prog in kafka_programs(settings, kafka)] if kafka else []
+    for name in brokers:
+        sup.start(name)
     if pg:
         sup.start("postgres")
         pg.wait_ready(timeout=60)
@@ -193,7 +268,7 @@ def _start(
     af.migrate(env)
     af.admin_password(settings)
     for prog in progs:
-        if prog.name not in ("kafka", "postgres"):
+        if prog.name not in (*brokers, "postgres"):
             sup.start(prog.name)
 
 
@@ -210,12 +285,25 @@ class Check:
 def checks(settings: Settings) -> list[Check]:
     sup = Supervisor(settings.local_dir)
     states = sup.states()
-    found: list[Check] = [_check_kafka(settings), _check_postgres(settings), _check_airflow(settings)]
-    found.append(_http_check("api", f"http://127.0.0.1:{settings.api_port}/readyz"))
-    found.append(_http_check("stock", f"http://127.0.0.1:{settings.stock_metrics_port}/metrics"))
+    found: list[Check] = [_check_kafka(settings)]
+    if settings.is_cluster and settings.uses_local_kafka:
+        found += _check_brokers(settings)
+    found += [_check_postgres(settings), _check_airflow(settings)]
+    staff = credentials.staff_basic_auth(settings)
+    if not settings.is_cluster:
+        found.append(_http_check("api", f"http://127.0.0.1:{settings.api_port}/readyz"))
+        found.append(_http_check("stock", f"http://127.0.0.1:{settings.stock_metrics_port}/metrics"))
+        live = f"http://127.0.0.1:{settings.live_port}/v1/live"
+        found.append(_http_check("locations", live, staff))
+    else:
+        found.append(_http_check("nginx", f"http://127.0.0.1:{settings.api_port}/readyz"))
+        for i, port in enumerate(settings.cluster_api_ports, 1):
+            found.append(_http_check(f"api-{i}", f"http://127.0.0.1:{port}/readyz"))
+        for i, port in enumerate(settings.cluster_stock_metrics_ports, 1):
+            found.append(_http_check(f"stock-{i}", f"http://127.0.0.1:{port}/metrics"))
+        for i, port in enumerate(settings.cluster_live_ports, 1):
+            found.append(_http_check(f"locations-{i}", f"http://127.0.0.1:{port}/v1/live", staff))
     found.append(_check_redis(settings))
-    live = f"http://127.0.0.1:{settings.live_port}/v1/live"
-    found.append(_http_check("locations", live, credentials.staff_basic_auth(settings)))
     if "simulator" in states or settings.simulate:
         state = states.get("simulator", "not started")
         found.append(Check("simulator", state == "RUNNING", state.lower()))
@@ -241,6 +329,33 @@ def _check_kafka(settings: Settings) -> Check:
         not short,
         f"{settings.bootstrap_servers} topics: {shown}" + (f"; missing {short}" if short else ""),
     )
+
+
+def _check_brokers(settings: Settings) -> list[Check]:
+    """Each node of the cluster, the partitions it leads, and the partitions short of a replica."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        state = leadership(AdminClient(settings.kafka_config()), timeout=5)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+        return [Check("replication", False, f"no metadata: {exc}")]
+    found = []
+    for node_id, port in enumerate(settings.cluster_kafka_ports, 1):
+        up_ = node_id in state.brokers
+        leads = state.leaders.get(node_id, 0)
+        found.append(
+            Check(
+                f"kafka-{node_id}",
+                up_,
+                f"127.0.0.1:{port}, " + (f"leads {leads} partitions" if up_ else "not in the cluster"),
+            )
+        )
+    under, offline = state.under_replicated, state.offline
+    detail = f"{len(under)} under-replicated, {len(offline)} offline partitions (3 replicas, min.insync.replicas 2)"
+    if under or offline:
+        detail += ": " + ", ".join(f"{p.topic}[{p.partition}]" for p in (*offline, *under)[:8])
+    found.append(Check("replication", not under and not offline, detail))
+    return found  # fmt: skip
 
 
 def _check_postgres(settings: Settings) -> Check:
@@ -326,11 +441,17 @@ def _print_guide(settings: Settings, console) -> None:
     password = af.admin_password(settings) if password_file.exists() else "(appears after make up)"
     staff = credentials.read_staff_login(settings.local_dir / credentials.STAFF_LOGIN_FILE)
     staff = staff or {"user": settings.staff_user, "password": "(appears after make up)"}
+    live_ports = settings.cluster_live_ports if settings.is_cluster else [settings.live_port]
+    live = " or ".join(f"http://127.0.0.1:{port}" for port in live_ports)
+    cluster_api = ""
+    if settings.is_cluster:
+        instances = ", ".join(str(port) for port in settings.cluster_api_ports)
+        cluster_api = f"\n              (nginx, over the API instances on {instances})"
     console.print(
         f"""
   Airflow     http://127.0.0.1:{settings.airflow_port}   login [bold]{settings.airflow_admin_user}[/] / [bold]{password}[/]
-  API         http://127.0.0.1:{settings.api_port}        report page at /, docs at /openapi.json
-  Live map    http://127.0.0.1:{settings.live_port}   login [bold]{staff["user"]}[/] / [bold]{staff["password"]}[/]   JSON at /v1/live, same login
+  API         http://127.0.0.1:{settings.api_port}        report page at /, docs at /openapi.json{cluster_api}
+  Live map    {live}   login [bold]{staff["user"]}[/] / [bold]{staff["password"]}[/]   JSON at /v1/live, same login
   Logs        {settings.local_dir / "logs"}/<part>.log
   Reports     {settings.reports_dir}
 """
@@ -346,6 +467,7 @@ def down(settings: Settings) -> int:
         print("gremio is not running.")
     elif not sup.shutdown():
         print("gremio: supervisord did not stop in time", file=sys.stderr)
+    settings.topology_file.unlink(missing_ok=True)  # the next `make up` is single unless told
     leftovers = stray_processes(settings)
     for pid, cmd in leftovers:
         print(f"stopping leftover process {pid}: {cmd[:100]}")

@@ -21,7 +21,7 @@ from tests.support import Figures
 FIGURES = Figures("cluster")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="gremio-cluster-"))
     started = Cluster(root)
@@ -40,7 +40,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sold() -> list[Carts]:
     """Every drill's carts: a later drill's read-back checks the earlier drills' sales too."""
     return []

@@ -101,8 +101,9 @@ class Cluster:
         raise TimeoutError(f"the cluster is not whole after {timeout:.0f} s: {last}")
 
 
-def read_ids(settings: Settings, topic: str) -> list[str]:
-    """Every record's `id` in `topic`, from the beginning to the high watermarks (a real consumer)."""
+def read_ids(settings: Settings, topic: str, plates: set[str] | None = None) -> list[str]:
+    """Every record's `id` in `topic` (only those of `plates`, if given), duplicates kept, from
+    the beginning to the high watermarks (a real consumer)."""
     consumer = Consumer(
         settings.kafka_config(**{"group.id": "cluster-readback", "enable.auto.commit": False})
     )
@@ -121,7 +122,9 @@ def read_ids(settings: Settings, topic: str) -> list[str]:
             if msg is None:
                 continue
             assert msg.error() is None, msg.error()
-            ids.append(json.loads(msg.value())["id"])
+            value = json.loads(msg.value())
+            if plates is None or value["plate"] in plates:
+                ids.append(value["id"])
             if msg.offset() + 1 >= ends.get(msg.partition(), 0):
                 ends.pop(msg.partition(), None)
         assert not ends, f"read back stopped short of partitions {sorted(ends)}"

@@ -375,7 +375,7 @@ def test_restart_rebuilds_the_view_from_the_last_ttl_window(instances, members) 
     assert [m for m in probe.records(t.ALERTS.name) if m.key() == stranger.encode()] == []
 
 
-def test_two_instances_cover_every_cart_exactly_once(instances) -> None:
+def test_two_instances_each_show_the_whole_fleet_and_judge_only_their_own(instances, members) -> None:
     topics = private_topics()
     locations, sales = topics
     group = f"test-locations-{uuid.uuid4()}"
@@ -388,8 +388,10 @@ def test_two_instances_cover_every_cart_exactly_once(instances) -> None:
         and not a.runner.assignment & b.runner.assignment,
         what="the group to settle on two members",
     )  # fmt: skip
+    probe = TopicProbe([t.ALERTS.name])
     pinging = [new_plate() for _ in range(12)]
     selling = [new_plate() for _ in range(8)]  # carts known only by their sales
+    members(*pinging[:6], *selling)  # the other six pinging carts raise unregistered_cart
     before = forwarded()
     records = [position(p, -33.44 - i / 1000, -70.65) for i, p in enumerate(pinging)]
     send(*records, locations=locations)
@@ -404,20 +406,50 @@ def test_two_instances_cover_every_cart_exactly_once(instances) -> None:
         for m in sold
     )
     everyone = set(pinging) | set(selling)
-
-    def covered() -> bool:
-        return set(a.carts()) | set(b.carts()) == everyone
-
-    wait_for(covered, what="every cart on one of the two boards")
-    on_a, on_b = set(a.carts()), set(b.carts())
-    assert not on_a & on_b, f"carts on both instances: {on_a & on_b}"
-    assert on_a and on_b, "both instances hold carts"
-    assert all(a.service.holds_cart(p) for p in on_a) and all(b.service.holds_cart(p) for p in on_b)
+    # Both boards show every cart, whichever instance holds it (consumers/locations/mirror.py).
+    wait_for(lambda: set(a.carts()) == everyone == set(b.carts()), what="every cart on both boards")
+    assert {p for p in everyone if a.service.holds_cart(p)} and {
+        p for p in everyone if b.service.holds_cart(p)
+    }
+    assert all(a.service.holds_cart(p) != b.service.holds_cart(p) for p in everyone)
     assert forwarded() - before == crossing
 
-    # When one leaves, the other takes its partitions over and rebuilds their carts.
+    # A fugitive report's nearest cart is searched among all carts: here one that the
+    # instance holding the reports' partition does not hold.
+    reports_holder = holder[(locations, t.FUGITIVE_PARTITION)]
+    other = b if reports_holder is a else a
+    nearest = next(p for p in sorted(pinging[:6] + selling) if other.service.holds_cart(p))
+    at = other.carts()[nearest]  # its newest position: a ping, or a sale's
+    report = r.FugitiveReport(id=uuid.uuid4(), lat=at["lat"], lon=at["lon"] + 0.0005, received_at=now())
+    send(report, locations=locations)
+    for x in (a, b):
+        shown = wait_for(
+            lambda x=x: next((y for y in x.live()["reports"] if y["id"] == str(report.id)), None),
+            what="the report on both boards",
+        )
+        assert shown["nearest_plate"] == nearest
+
+    # Each event is judged once, by its cart's holder: one unregistered_cart per stranger.
+    strangers = {p.encode() for p in pinging[6:]}
+    wait_for(
+        lambda: {m.key() for m in probe.records(t.ALERTS.name)} >= strangers | {str(report.id).encode()},
+        what="the alerts",
+    )
+    time.sleep(2)  # time for a doubled alert to show up
+    keys = [m.key() for m in probe.records(t.ALERTS.name) if m.key() in strangers | {str(report.id).encode()}]
+    assert sorted(keys) == sorted([*strangers, str(report.id).encode()])
+    named = next(
+        r.Alert.from_bytes(m.value())
+        for m in probe.records(t.ALERTS.name)
+        if m.key() == str(report.id).encode()
+    )
+    assert named.plate == nearest
+
+    # When one leaves, the other takes its partitions over; its board stays whole.
     b.stop()
-    wait_for(lambda: set(a.carts()) == everyone, timeout=60, what="the survivor holding every cart")
+    wait_for(lambda: a.runner.assignment == every, timeout=60, what="the survivor holding every partition")
+    wait_for(lambda: set(a.carts()) == everyone, timeout=60, what="the survivor showing every cart")
+    assert a.service.mirror.following == frozenset()
 
 
 def test_poison_goes_to_deadletter_and_the_service_carries_on(instances) -> None:

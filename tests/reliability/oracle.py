@@ -428,6 +428,11 @@ def drain(topic: str, table: str, record: str, group_id: str, **options: Any) ->
     """Run the drain operator (plugins/kafka_drain.py) as a DAG task would, in this process."""
     from kafka_drain import KafkaDrainOperator
 
+    from gremio.sales_partitions import DRAIN_OPTIONS
+
+    if table == "sales":  # partitioned by day, as the sales_daily DAG drains it
+        options = {**DRAIN_OPTIONS, **options}
+
     op = KafkaDrainOperator(
         task_id=f"drain_{topic}", topic=topic, table=table, record=record, group_id=group_id, **options
     )

@@ -336,6 +336,21 @@ def test_nearest_prefilter_agrees_with_brute_force(clock: Clock) -> None:
 # --- scale-out and rebuild helpers ----------------------------------------------------------
 
 
+def test_the_unknown_carts_near_a_report_are_the_ones_to_look_up(view: LiveView, clock) -> None:
+    # Carts another instance holds reach this view only through the mirror, unlooked-up.
+    view.set_members({"BBCL12": "Rosa"})
+    view.apply(ping("BBCL12", *PLAZA, T0), replay=True)  # a member, near
+    view.apply(ping("CDFG34", PLAZA[0], PLAZA[1] + 0.0009, T0), replay=True)  # ~84 m east
+    view.apply(ping("DFGH56", PLAZA[0], PLAZA[1] + 0.0013, T0), replay=True)  # ~120 m: out of reach
+    view.apply(ping("FGHJ78", PLAZA[0] + 0.5, PLAZA[1], T0), replay=True)  # far away
+    near = report(*PLAZA, T0)
+    assert view.unknown_near([]) == []
+    assert view.unknown_near([near]) == ["CDFG34"]
+    assert view.unknown_near([near, report(PLAZA[0] + 0.5, PLAZA[1], T0)]) == ["CDFG34", "FGHJ78"]
+    clock.advance(view.rules.ttl.total_seconds() + 1)
+    assert view.unknown_near([near]) == [], "an expired cart is matched by nobody"
+
+
 def test_keep_carts_drops_those_of_other_instances(view: LiveView) -> None:
     for plate in ("BBCL12", "CDFG34", "ZZ9999"):
         view.apply(ping(plate, *PLAZA, T0), replay=True)
