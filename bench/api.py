@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.api [--duration 10] [--connections 32] [--rounds 3] [--sweep]
     .venv/bin/python -m bench.api --anchors-only --duration 8 --rounds 5   # make bench-api
+    .venv/bin/python -m bench.api --instances --duration 8 --rounds 3      # 1 API instance vs 2 behind nginx
 
 Two gunicorn servers with the same config (`ingest_api/gunicorn_conf.py`, the API_WORKERS
 and API_THREADS in force) and the same app:
@@ -170,13 +171,17 @@ def cpu_seconds(pid: int) -> float:
 class Served:
     url: str
     pid: int
+    behind: tuple[int, ...] = ()  # a proxy's instances: their CPU counts as the API's too
 
 
 @contextlib.contextmanager
-def server(app: str, conf: Path, workers: int, threads: int, log: Path) -> Iterator[Served]:
-    """A gunicorn on a free port, once /readyz answers 200."""
+def server(
+    app: str, conf: Path, workers: int, threads: int, log: Path, extra: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """A gunicorn on a free port, once /readyz answers 200 (`extra`: more settings)."""
     port = free_port()
     env = {**os.environ, "API_PORT": str(port), "API_WORKERS": str(workers), "API_THREADS": str(threads)}
+    env.update(extra or {})
     env["PYTHONPATH"] = str(REPO_ROOT)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -291,12 +296,13 @@ class Run:
 def measured(
     served: Served, broker_pid: int, path: str, script: Path, duration: float, connections: int
 ) -> Run:
-    api0, broker0 = cpu_seconds(served.pid), cpu_seconds(broker_pid)
+    pids = (served.pid, *served.behind)
+    api0, broker0 = sum(map(cpu_seconds, pids)), cpu_seconds(broker_pid)
     result = wrk(served.url + path, script, duration, connections)
     requests = max(1.0, result.rps * duration)
     return Run(
         result,
-        (cpu_seconds(served.pid) - api0) / requests * 1e6,
+        (sum(map(cpu_seconds, pids)) - api0) / requests * 1e6,
         (cpu_seconds(broker_pid) - broker0) / requests * 1e6,
     )
 
@@ -503,6 +509,66 @@ def wsgi_servers(tmp: Path, broker_pid: int, duration: float, connections: int, 
     print(f"\nload average {load()} at the end", flush=True)
 
 
+@contextlib.contextmanager
+def behind_nginx(tmp: Path, apis: list[Served], name: str) -> Iterator[Served]:
+    """Debian's nginx on a free port in front of `apis`, configured as make up-cluster's is
+    (gremio/stack/nginx.py)."""
+    from gremio.stack import nginx
+
+    folder, port = tmp / f"nginx-{name}", free_port()
+    nginx.write_config(folder, port, [int(api.url.rsplit(":", 1)[1]) for api in apis])
+    with (tmp / f"nginx-{name}.log").open("ab") as out:
+        proc = subprocess.Popen(
+            nginx.command(folder), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    with _ready(proc, f"http://127.0.0.1:{port}", tmp / f"nginx-{name}.log", "nginx") as served:
+        yield Served(served.url, served.pid, tuple(api.pid for api in apis))
+
+
+def instances(tmp: Path, broker_pid: int, duration: float, connections: int, rounds: int) -> None:
+    """One API instance against two behind nginx (make up-cluster's front), and one behind
+    nginx to show what the proxy costs, all up at once on the same broker, every round."""
+    settings = get_settings()
+    workers, threads = settings.api_workers, settings.api_threads
+    print(
+        f"\n### One API instance against two behind nginx\n\nEach instance: gunicorn {workers} workers x "
+        f"{threads} threads (make up's); wrk -t1 -c{connections} -d{duration:.0f}s, medians of {rounds} "
+        f"rounds, order rotating; load average {load()} (1/5/15 min) at the start",
+        flush=True,
+    )
+    reference = "1 instance, direct (make up)"
+    with contextlib.ExitStack() as up:
+        env = {"API_PROXY_HOPS": "1"}  # as make up-cluster runs them; the direct runs send no header
+        one = up.enter_context(
+            server("ingest_api:create_app()", CONF, workers, threads, tmp / "one.log", env)
+        )
+        two = up.enter_context(
+            server("ingest_api:create_app()", CONF, workers, threads, tmp / "two.log", env)
+        )
+        servers = {
+            reference: one,
+            "1 instance behind nginx": up.enter_context(behind_nginx(tmp, [one], "one")),
+            "2 instances behind nginx (make up-cluster)": up.enter_context(
+                behind_nginx(tmp, [one, two], "two")
+            ),
+        }
+        for path, body in (("/v1/sales", sale()), ("/v1/locations", position())):
+            script = lua_script(tmp / f"{path.strip('/').replace('/', '-')}.lua", body)
+            for served in servers.values():
+                wrk(served.url + path, script, 3, connections)  # warm-up
+            peak, ratio = paired(servers, broker_pid, path, script, duration, connections, rounds, reference)
+            print(
+                f"\n| POST {path}, peak | throughput | p50 | p99 | errors | API CPU | broker CPU | it / 1 direct |"
+                "\n|---|---|---|---|---|---|---|---|"
+            )
+            for name, run in peak.items():
+                print(
+                    row(name, run) + (f" **{1 / ratio[name]:.2f}** |" if name in ratio else " 1 |"),
+                    flush=True,
+                )
+    print(f"\nload average {load()} at the end", flush=True)
+
+
 def load() -> str:
     return "/".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -585,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--servers", action="store_true", help="only the real app under each WSGI server")
     parser.add_argument(
+        "--instances", action="store_true", help="only one API instance against two behind nginx"
+    )
+    parser.add_argument(
         "--anchor-connections", type=int, default=16, help="wrk connections for the anchors' table"
     )
     args = parser.parse_args(argv)
@@ -598,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.servers:
             args.no_anchors, args.sweep, args.no_measure = True, False, True
             wsgi_servers(tmp, broker, args.duration, args.anchor_connections, args.rounds)
+        if args.instances:
+            args.no_anchors, args.sweep, args.no_measure = True, False, True
+            instances(tmp, broker, args.duration, args.anchor_connections, args.rounds)
         if not args.no_anchors:
             against_anchors(
                 tmp, stack.bootstrap_servers, broker, args.duration, args.anchor_connections, args.rounds

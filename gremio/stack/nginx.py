@@ -48,7 +48,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from gremio.settings import Settings, get_settings
+from gremio.settings import REPO_ROOT, Settings, get_settings
 
 CONFIG = "nginx.conf"
 STOPSIGNAL = "QUIT"  # graceful: for supervisor's stopsignal
@@ -56,7 +56,18 @@ CONNECT_TIMEOUT = 2  # s; loopback, a dead instance refuses at once
 FAIL_TIMEOUT = 5  # s an instance is skipped after a failed connection
 UPSTREAM_READ_TIMEOUT = 35  # s; gunicorn's worker timeout is 30 (ingest_api/gunicorn_conf.py)
 UPSTREAM_KEEPALIVE = 4  # s; under gunicorn's keepalive = 5
-TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+# Each *_temp_path directive and its folder, one level under the prefix (the official image's
+# /var/cache/nginx layout, so the compose file's nginx needs no folder made for it).
+TEMP_DIRS = {
+    "client_body": "client_temp",
+    "proxy": "proxy_temp",
+    "fastcgi": "fastcgi_temp",
+    "uwsgi": "uwsgi_temp",
+    "scgi": "scgi_temp",
+}
+# docker-compose.cluster.yaml's nginx (the official image) runs this file: `compose_config()`,
+# and tests/unit/test_nginx_config.py checks it is up to date.
+COMPOSE_CONFIG = REPO_ROOT / "deploy" / "nginx" / "cluster.conf"
 
 
 def nginx_bin() -> str:
@@ -93,25 +104,31 @@ def command(folder: Path) -> list[str]:
 def config(
     folder: Path,
     listen_port: int,
-    upstream_ports: Sequence[int],
+    upstream_ports: Sequence[int | str],
     settings: Settings | None = None,
     listen_host: str = "127.0.0.1",
+    *,
+    user: str | None = None,
+    error_log: str | None = None,
 ) -> str:
-    """nginx.conf's text: `listen_host:listen_port` proxied to 127.0.0.1:<each upstream port>."""
+    """nginx.conf's text: `listen_host:listen_port` proxied to each upstream: a port on
+    127.0.0.1, or a host:port (compose's `api:8000`, every replica the name resolves to).
+    `user` and `error_log` default to this machine's (_user_line, folder/logs/error.log)."""
     if not upstream_ports:
         raise ValueError("nginx needs at least one API instance behind it")
     settings = settings or get_settings()
     folder = Path(folder).resolve()
     body_limit = max(settings.max_body_bytes, settings.max_batch_body_bytes)
     servers = "\n".join(
-        f"        server 127.0.0.1:{port} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
-        for port in upstream_ports
+        f"        server {f'127.0.0.1:{up}' if isinstance(up, int) else up} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
+        for up in upstream_ports
     )
-    temp = "\n".join(f"    {name}_temp_path {folder / 'temp' / name};" for name in TEMP_DIRS)
+    temp = "\n".join(f"    {name}_temp_path {folder / sub};" for name, sub in TEMP_DIRS.items())
+    user_line = f"user {user};\n" if user else _user_line()
     return f"""# written by gremio/stack/nginx.py; run: nginx -p {folder}/ -c {folder / CONFIG} -g 'daemon off;'
-{_user_line()}worker_processes 1;
+{user_line}worker_processes 1;
 pid {folder / "nginx.pid"};
-error_log {folder / "logs" / "error.log"} warn;
+error_log {error_log or folder / "logs" / "error.log"} warn;
 
 events {{
     worker_connections 1024;
@@ -168,15 +185,23 @@ def write_config(
 ) -> Path:
     """`folder`/nginx.conf, with the logs/ and temp/ folders it names; returns the config's path."""
     folder = Path(folder).resolve()
-    for sub in ("logs", *(f"temp/{name}" for name in TEMP_DIRS)):
+    for sub in ("logs", *TEMP_DIRS.values()):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         # Workers run as nobody (_user_line): they must reach the temp folders nginx chowns to them.
-        for path in (folder, folder / "temp"):
-            path.chmod(0o755)
+        folder.chmod(0o755)
     path = folder / CONFIG
     path.write_text(config(folder, listen_port, upstream_ports, settings, listen_host))
     return path
+
+
+def compose_config() -> str:
+    """deploy/nginx/cluster.conf: the official image's nginx on :8000 in front of every `api`
+    replica, with the settings' defaults, its error log on stderr (`docker compose logs`)."""
+    return config(
+        Path("/var/cache/nginx"), 8000, ["api:8000"], Settings.model_construct(),
+        listen_host="0.0.0.0", user="nginx", error_log="stderr",  # noqa: S104 - in its container; published on 127.0.0.1 only
+    )  # fmt: skip
 
 
 def _user_line() -> str:

@@ -24,6 +24,7 @@ from gremio.stack import compose_cli
 from tests.unit.test_compose import PUBLISHED, SECRET_NAMES, SECRETS_OF
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
+CLUSTER = (COMPOSE_FILE, REPO_ROOT / "docker-compose.cluster.yaml")  # the cluster topology, merged
 PROFILES = sorted(
     {p for s in yaml.safe_load(COMPOSE_FILE.read_text())["services"].values() for p in s.get("profiles", [])}
 )
@@ -59,11 +60,16 @@ def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(
-    compose: Path, env_file: Path, *args: str, profiles: list[str] = ()
+    compose: Path,
+    env_file: Path,
+    *args: str,
+    profiles: list[str] = (),
+    files: tuple[Path, ...] = (COMPOSE_FILE,),
 ) -> subprocess.CompletedProcess:
-    """`docker-compose config` on the repository's file, with only `env_file` for variables:
-    a clean environment, and --env-file so that no .env of the repository is read."""
-    command = [str(compose), "-f", str(COMPOSE_FILE), "--env-file", str(env_file)]
+    """`docker-compose config` on the repository's file (or `files`, merged in order), with only
+    `env_file` for variables: a clean environment, and --env-file so that no .env of the
+    repository is read."""
+    command = [str(compose), *(arg for f in files for arg in ("-f", str(f))), "--env-file", str(env_file)]
     for profile in profiles:
         command += ["--profile", profile]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent)}
@@ -72,8 +78,8 @@ def _config(
     )
 
 
-def _resolved(compose: Path, env_file: Path) -> dict:
-    done = _config(compose, env_file, "--format", "json", profiles=PROFILES)
+def _resolved(compose: Path, env_file: Path, files: tuple[Path, ...] = (COMPOSE_FILE,)) -> dict:
+    done = _config(compose, env_file, "--format", "json", profiles=PROFILES, files=files)
     assert done.returncode == 0, done.stderr
     # compose escapes a `$` of a value as `$$` in its output.
     return json.loads(done.stdout.replace("$$", "$"))
@@ -189,3 +195,93 @@ def test_gremio_accepts_each_containers_resolved_settings(compose, env_file, tmp
             [sys.executable, "-c", check], env=env, capture_output=True, text=True, cwd=REPO_ROOT
         )
         assert done.returncode == 0, f"{name}: {done.stderr.strip().splitlines()[-1:]}"
+
+
+# --- the cluster topology: docker-compose.cluster.yaml merged over the base file -------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(compose, env_file) -> dict:
+    return _resolved(compose, env_file, files=CLUSTER)["services"]
+
+
+def test_the_cluster_has_three_kraft_nodes_of_one_quorum(cluster):
+    nodes = [cluster[name]["environment"] for name in ("kafka", "kafka-2", "kafka-3")]
+    assert [n["KAFKA_NODE_ID"] for n in nodes] == ["1", "2", "3"]
+    assert [n["KAFKA_ADVERTISED_HOST"] for n in nodes] == ["kafka", "kafka-2", "kafka-3"]
+    assert len({n["KAFKA_CLUSTER_ID"] for n in nodes}) == 1
+    (voters,) = {n["KAFKA_INITIAL_CONTROLLERS"] for n in nodes}
+    assert [v.split(":")[0] for v in voters.split(",")] == ["1@kafka", "2@kafka-2", "3@kafka-3"]
+    volumes = [
+        {v["source"] for v in cluster[name]["volumes"] if v["type"] == "volume"}
+        for name in ("kafka", "kafka-2", "kafka-3")
+    ]
+    assert len(set().union(*volumes)) == 3, "each node its own data volume"
+    assert {"kafka", "kafka-2", "kafka-3"} <= set(cluster["gremio-init"]["depends_on"])
+    assert cluster["gremio-init"]["environment"]["KAFKA_REPLICATION_FACTOR"] == "3"
+
+
+def test_every_kafka_client_in_the_cluster_gets_the_whole_bootstrap_list(cluster):
+    everyone = {"kafka:19092", "kafka-2:19092", "kafka-3:19092"}
+    clients = 0
+    for name, service in cluster.items():
+        env = service.get("environment") or {}
+        if "KAFKA_BOOTSTRAP_SERVERS" in env:
+            clients += 1
+            assert set(env["KAFKA_BOOTSTRAP_SERVERS"].split(",")) == everyone, name
+        for conn in ("AIRFLOW_CONN_KAFKA_DEFAULT", "AIRFLOW_CONN_KAFKA_MEMBERS_WATCH"):
+            if conn in env:
+                assert set(json.loads(env[conn])["extra"]["bootstrap.servers"].split(",")) == everyone, name
+    assert clients >= 10
+
+
+def test_the_cluster_runs_two_of_each_behind_nginx_and_the_celery_executor(cluster):
+    for name in ("api", "stock", "locations", "airflow-worker"):
+        assert cluster[name]["deploy"]["replicas"] == 2, name
+    assert not cluster["api"].get("ports"), "the API instances are reached through nginx only"
+    assert cluster["simulator"]["command"][-1] == "http://nginx:8000"
+    assert cluster["api"]["environment"]["API_PROXY_HOPS"] == "1"
+    assert [(p["host_ip"], p["published"], p["target"]) for p in cluster["nginx"]["ports"]] == [
+        ("127.0.0.1", "8000", 8000)
+    ]
+    mounted = {
+        v["source"].removeprefix(str(REPO_ROOT) + "/"): v["target"] for v in cluster["nginx"]["volumes"]
+    }
+    assert mounted == {"deploy/nginx/cluster.conf": "/var/cache/nginx/nginx.conf"}
+    for name, service in cluster.items():
+        if name.startswith("airflow-"):
+            assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+
+
+def test_the_cluster_publishes_only_loopback_and_gives_each_service_only_its_secrets(cluster, env_file):
+    for name, service in cluster.items():
+        for port in service.get("ports") or []:
+            assert port["host_ip"] == "127.0.0.1", f"{name}: {port}"
+    assert {name for name, service in cluster.items() if service.get("ports")} == {
+        "nginx",
+        "locations",
+        "airflow-apiserver",
+    }
+    values = {name: value for name, value in read_env_file(env_file).items() if name in SECRET_NAMES}
+    wanted = {**SECRETS_OF, "kafka-2": SECRETS_OF["kafka"], "kafka-3": SECRETS_OF["kafka"], "nginx": set()}
+    assert set(cluster) == set(wanted)
+    for name, service in cluster.items():
+        text = json.dumps(service)
+        held = {
+            secret for secret, value in values.items() if value in text or json.dumps(value)[1:-1] in text
+        }
+        assert held == wanted[name], f"{name} holds {sorted(held)}"
+
+
+def test_gremio_accepts_each_cluster_containers_resolved_settings(cluster, tmp_path):
+    check = "from gremio.settings import Settings; s = Settings(_env_file=None); print(s.bootstrap_servers)"
+    for name, service in cluster.items():
+        if service.get("image") != "gremio-app:latest":
+            continue
+        env = {**service["environment"], "PATH": os.environ.get("PATH", ""), "LOCAL_DIR": str(tmp_path)}
+        done = subprocess.run(
+            [sys.executable, "-c", check], env=env, capture_output=True, text=True, cwd=REPO_ROOT
+        )
+        assert done.returncode == 0, f"{name}: {done.stderr.strip().splitlines()[-1:]}"
+        if "KAFKA_BOOTSTRAP_SERVERS" in service["environment"]:
+            assert done.stdout.strip().count(",") == 2, name
