@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip
 
 help:
 	@echo "make up      install what is missing and start the whole stack"
-	@echo "make up-cluster  the same with three Kafka nodes, two of each service and nginx"
+	@echo "make up-cluster  the same with three Kafka nodes, two of each service, nginx and Celery"
 	@echo "make status  show each part's health"
 	@echo "make down    stop everything"
 	@echo "make test    run the whole test suite against throwaway Kafka and PostgreSQL"

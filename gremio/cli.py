@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--cluster",
         action="store_true",
-        help="three Kafka nodes, two of each service, nginx (make up-cluster)",
+        help="three Kafka nodes, two of each service, nginx, two Celery workers (make up-cluster)",
     )
     add("down", cmd_down, "stop everything `gremio up` started")
     status = add("status", cmd_status, "show each part's health")

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     cluster_api_ports: list[int] = [8010, 8011]  # the API instances nginx spreads requests over
     cluster_live_ports: list[int] = [8001, 8003]  # each location instance's map and /v1/live
     cluster_stock_metrics_ports: list[int] = [8002, 8004]
+    # Each Celery worker's log server (Airflow's AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT), one per
+    # worker: `make up-cluster` runs Airflow's CeleryExecutor with two workers (docs/SCALING.md).
+    cluster_airflow_worker_log_ports: list[int] = [8795, 8796]
     # Replicas of each topic `gremio topics` creates: -1 is the brokers' default.replication.factor
     # (1 on the single local broker); 3 on a three-broker cluster (docs/SCALING.md).
     kafka_replication_factor: int = Field(default=-1, ge=-1, le=32)

@@ -115,7 +115,11 @@ class Mirror:
                 log.warning("mirror: %s; trying again", exc)
                 self._stop.wait(1.0)
                 continue
-            self._apply(m for m in messages if m.error() is None)
+            try:
+                self._apply(m for m in messages if m.error() is None)
+            except Exception:  # never let the board's other half die quietly: log, count, go on
+                log.exception("mirror: %d records not applied", len(messages))
+                MIRRORED.labels("skipped").inc(len(messages))
 
     def _reassign(self) -> None:
         with self._changed:

@@ -78,7 +78,62 @@ def environment(settings: Settings, airflow_home: Path | None = None) -> dict[st
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow_worker_log_port),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow_trigger_log_port),
         **settings.airflow_connections(),
+        **(celery_environment(settings) if settings.is_cluster else {}),
     }
+
+
+# `make up-cluster` only: a task whose worker died stops heartbeating (every
+# [workers] min_heartbeat_interval, 5 s); after this many seconds without one the scheduler
+# fails that try and the task's retries start a new one, on whichever worker takes it.
+# Airflow's default (300 s) waits five minutes; 30 s is six missed heartbeats, so a slow
+# API server under load does not fail a live task.
+HEARTBEAT_TIMEOUT = 30
+CELERY_CONCURRENCY = 2  # task slots per worker: gremio's DAGs run a few tasks at a time
+
+
+def celery_environment(settings: Settings) -> dict[str, str]:
+    """The CeleryExecutor: its queue in the stack's redis-server (db 1; db 0 holds the API's
+    rate limits), task results in Airflow's own PostgreSQL database (same login)."""
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": celery_broker_url(settings),
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + settings.airflow_db_url,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
+        # Said, not defaulted (Airflow warns at every start otherwise): a message a dead worker
+        # had taken goes back on the queue after a day; its try is long retried by then, and
+        # the task SDK refuses to run a try that is no longer queued.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    }
+
+
+def celery_broker_url(settings: Settings) -> str:
+    return f"redis://127.0.0.1:{settings.redis_port}/1"
+
+
+def worker_command(index: int) -> list[str]:
+    """One Celery worker, named worker-N@<host> (supervisor's `%` is escaped when written)."""
+    return [
+        airflow_bin(), "celery", "worker", "--concurrency", str(CELERY_CONCURRENCY),
+        "--celery-hostname", f"worker-{index}@%h",
+    ]  # fmt: skip
+
+
+def ping_workers(settings: Settings, timeout: float = 3.0) -> dict[str, bool]:
+    """Celery's own `inspect ping` over the broker: each live worker's name (worker-N@host),
+    answering. Raises redis.RedisError at once when redis is down (Celery would retry)."""
+    import redis
+    from celery import Celery
+
+    with redis.Redis(host="127.0.0.1", port=settings.redis_port, db=1, socket_timeout=timeout) as client:
+        client.ping()
+    app = Celery("gremio-status", broker=celery_broker_url(settings))
+    try:
+        replies = app.control.ping(timeout=timeout)
+    finally:
+        app.close()
+    return {name: reply.get("ok") == "pong" for answer in replies for name, reply in answer.items()}
 
 
 def airflow_bin() -> str:

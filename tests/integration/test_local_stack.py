@@ -21,7 +21,7 @@ import pytest
 
 from gremio.settings import REPO_ROOT, env_names
 from gremio.stack.system import free_port
-from tests.support import http, new_plate, wait_for
+from tests.support import http, wait_for
 
 GREMIO = [sys.executable, "-m", "gremio.cli"]
 PORTS = (
@@ -36,17 +36,23 @@ PORTS = (
 )
 
 
-@pytest.fixture
-def local_env():
-    """An environment for a private local stack: its own folder, its own free ports."""
-    root = Path(tempfile.mkdtemp(prefix="gremio-up-"))
+def private_env(root: Path, ports: tuple[str, ...] = PORTS) -> dict[str, str]:
+    """An environment for a private local stack in `root`: its own folder, free `ports`."""
     root.chmod(0o755)  # the postgres OS user must reach its data folder below
     libs = root / "local" / "kafka" / "libs"
     libs.parent.mkdir(parents=True)
     libs.symlink_to(REPO_ROOT / ".local" / "kafka" / "libs")  # the jar cache
     env = {k: v for k, v in os.environ.items() if k not in env_names() and not k.startswith("AIRFLOW")}
-    env.update({name: str(free_port()) for name in PORTS})
+    env.update({name: str(free_port()) for name in ports})
     env.update(LOCAL_DIR=str(root / "local"), REPORTS_DIR=str(root / "reports"), SIMULATE="0")
+    return env
+
+
+@pytest.fixture
+def local_env():
+    """An environment for a private local stack: its own folder, its own free ports."""
+    root = Path(tempfile.mkdtemp(prefix="gremio-up-"))
+    env = private_env(root)
     yield env
     subprocess.run([*GREMIO, "down"], env=env, capture_output=True, timeout=300)
     shutil.rmtree(root, ignore_errors=True)
@@ -182,62 +188,3 @@ def _airflow_requires_a_login(env: dict[str, str], up_output: str) -> None:
     # The real dag-processor imported every DAG, with the plugins they share (kafka_drain, dag_defaults).
     wanted = {"sales_daily", "members_monthly", "members_premium"}
     wait_for(lambda: wanted <= listed(), timeout=180, what="the DAGs listed to the logged-in admin")
-
-
-CLUSTER_PORTS = {
-    "CLUSTER_KAFKA_PORTS": 3,
-    "CLUSTER_KAFKA_CONTROLLER_PORTS": 3,
-    "CLUSTER_API_PORTS": 2,
-    "CLUSTER_LIVE_PORTS": 2,
-    "CLUSTER_STOCK_METRICS_PORTS": 2,
-}
-
-
-def test_up_cluster_runs_three_brokers_and_two_of_each_and_down_stops_it(local_env):
-    """`make up-cluster` as a new user runs it (issue 17): healthy, every part named, one view."""
-    env = {
-        **local_env,
-        **{name: json.dumps([free_port() for _ in range(n)]) for name, n in CLUSTER_PORTS.items()},
-    }
-    first = _gremio(env, "up", "--cluster")
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    parts = ("kafka-1", "kafka-2", "kafka-3", "replication", "nginx", "api-1", "api-2", "stock-1", "stock-2")
-    for part in (*parts, "locations-1", "locations-2", "postgres", "airflow", "redis"):
-        assert part in first.stdout, part
-    assert "unhealthy" not in first.stdout and "0 under-replicated, 0 offline" in first.stdout
-
-    # A ping through nginx is on both location instances' boards, whichever holds the cart.
-    plate = new_plate()
-    token = _gremio(env, "token", plate, timeout=60).stdout.strip()
-    api = f"http://127.0.0.1:{env['API_PORT']}"
-    ping = {"plate": plate, "lat": -33.44, "lon": -70.65}
-    assert (
-        http("POST", api + "/v1/locations", ping, headers={"Authorization": f"Bearer {token}"}).status == 202
-    )
-    login = json.loads((Path(env["LOCAL_DIR"]) / "staff-login.json").read_text())
-    staff = {
-        "Authorization": "Basic " + base64.b64encode(f"{login['user']}:{login['password']}".encode()).decode()
-    }
-    for port in json.loads(env["CLUSTER_LIVE_PORTS"]):
-        board = f"http://127.0.0.1:{port}/v1/live"
-        wait_for(
-            lambda board=board: (
-                plate in {c["plate"] for c in http("GET", board, headers=staff).json()["carts"]}
-            ),
-            timeout=60,
-            what=f"the cart on {board}",
-        )
-
-    # The topology is remembered: a plain `up` keeps it, `status` shows it.
-    again = _gremio(env, "up")
-    assert again.returncode == 0 and "already up" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
-    status = _gremio(env, "status", "--wait", "60")
-    assert status.returncode == 0 and "kafka-3" in status.stdout and "unhealthy" not in status.stdout, (
-        status.stdout
-    )
-
-    down = _gremio(env, "down", timeout=300)
-    assert down.returncode == 0, down.stderr
-    assert "leftover" not in down.stdout, down.stdout
-    assert _our_processes(env) == []
-    assert not (Path(env["LOCAL_DIR"]) / "topology").exists(), "the next `make up` is a single broker again"
