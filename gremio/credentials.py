@@ -42,10 +42,15 @@ SECRETS: tuple[Secret, ...] = (
     Secret("PG_STOCK_PASSWORD", "the stock service's database role, gremio_stock"),
     Secret("PG_LOCATIONS_PASSWORD", "the location service's database role, gremio_locations"),
     Secret("PG_AIRFLOW_PASSWORD", "the Airflow DAGs' database role, gremio_airflow"),
+    Secret("PG_MONITOR_PASSWORD", "the monitor's database role, gremio_monitor (ops alerts)"),
+    Secret("ALERTMANAGER_WEBHOOK_TOKEN", "Alertmanager's bearer token for the monitor's webhook"),
     # Airflow's own keys: the local stack keeps them in AIRFLOW_HOME/secrets.json (stack/airflow.py).
     Secret("AIRFLOW_JWT_SECRET", "signs Airflow's API tokens, shared by its components", local=False),
     Secret("AIRFLOW_SECRET_KEY", "Airflow's api-server session key", local=False),
     Secret("AIRFLOW_FERNET_KEY", "encrypts Airflow's stored connections", local=False, make=_fernet_key),
+    # The monitor's Airflow login, a viewer (airflow-init writes it into the passwords file).
+    Secret("AIRFLOW_MONITOR_PASSWORD", "the monitor's Airflow login, monitor (a viewer)", local=False),
+    Secret("GRAFANA_ADMIN_PASSWORD", "Grafana's admin login (compose's grafana)", local=False),
     # The compose broker's SASL/SCRAM principals (gremio/kafka_access.py); the local broker is
     # PLAINTEXT on loopback and needs none.
     Secret("KAFKA_ADMIN_PASSWORD", "Kafka's super user: the broker, topics, ACLs, operators", local=False),
@@ -53,6 +58,7 @@ SECRETS: tuple[Secret, ...] = (
     Secret("KAFKA_STOCK_PASSWORD", "the stock service's Kafka principal, stock", local=False),
     Secret("KAFKA_LOCATIONS_PASSWORD", "the location service's Kafka principal, locations", local=False),
     Secret("KAFKA_AIRFLOW_PASSWORD", "the Airflow DAGs' Kafka principal, airflow", local=False),
+    Secret("KAFKA_MONITOR_PASSWORD", "the monitor's Kafka principal, monitor", local=False),
 )
 
 
@@ -101,9 +107,18 @@ def ensure_local_secrets(local_dir: Path) -> list[str]:
     return write_secrets(local_dir / "secrets.env", [s for s in SECRETS if s.local])
 
 
+# Files beside the .env that docker-compose.yaml mounts as compose secrets (mode 0600, the value
+# alone): Alertmanager reads its bearer token from one, Prometheus the staff password from the other.
+WEBHOOK_BEARER_FILE = "alertmanager-webhook-token"
+STAFF_CLEAR_LOGIN_FILE = "staff-password"
+
+
 def write_deployment_env(path: Path) -> list[str]:
-    """Every secret docker-compose.yaml requires, in a .env beside it."""
-    return write_secrets(path, list(SECRETS))
+    """Every secret docker-compose.yaml requires, in a .env beside it, and the webhook token in
+    alertmanager-webhook-token beside that (written again from .env's value every time)."""
+    added = write_secrets(path, list(SECRETS))
+    write_private(path.parent / WEBHOOK_BEARER_FILE, read_env_file(path)["ALERTMANAGER_WEBHOOK_TOKEN"])
+    return added
 
 
 # --- the staff login (the live map and GET /v1/live, consumers/locations/web.py) -------------------
@@ -143,14 +158,19 @@ def staff_password_hash(password: str) -> str:
 
 def write_deployment_staff_login(env_path: Path, user: str) -> Path | None:
     """STAFF_PASSWORD_HASH in the .env at `env_path`, and the clear login in a staff-login.json
-    beside it (0600). Returns that file when the hash was written, None when .env had one.
+    beside it (0600), and its password alone in staff-password (0600, Prometheus's scrape of the
+    location service). Returns the login file when the hash was written, None when .env had one.
 
     The hash is written in single quotes: docker compose would read its `$` as variables."""
-    if read_env_file(env_path).get("STAFF_PASSWORD_HASH"):
-        return None
     login_file = env_path.parent / STAFF_LOGIN_FILE
+    if read_env_file(env_path).get("STAFF_PASSWORD_HASH"):
+        login = read_staff_login(login_file)
+        if login is not None:  # the clear login of an earlier run: staff-password again from it
+            write_private(env_path.parent / STAFF_CLEAR_LOGIN_FILE, login["password"])
+        return None
     login = ensure_staff_login(login_file, user)
     write_secrets(env_path, [], {"STAFF_PASSWORD_HASH": f"'{staff_password_hash(login['password'])}'"})
+    write_private(env_path.parent / STAFF_CLEAR_LOGIN_FILE, login["password"])
     return login_file
 
 

@@ -48,7 +48,7 @@ from gremio import topics as t
 from gremio.settings import Settings, get_settings
 from gremio.stack.kafka_broker import ADMIN_PRINCIPAL
 
-READ, WRITE = AclOperation.READ, AclOperation.WRITE
+READ, WRITE, DESCRIBE = AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE
 # Kafka's minimum (and its CLI's default) for SCRAM-SHA-512.
 SCRAM_ITERATIONS = 4096
 AIRFLOW_GROUP_PREFIX = "airflow-"
@@ -148,6 +148,22 @@ def principals(settings: Settings | None = None) -> tuple[Principal, ...]:
                 *topics(READ, t.SALES, t.MEMBERS),
                 *topics(WRITE, t.ALERTS, t.DEADLETTER),
                 group(AIRFLOW_GROUP_PREFIX, prefixed=True),
+            ),
+        ),
+        # The monitor (gremio/monitor.py) reads no record: every topic's offsets, each group's
+        # committed offsets (DESCRIBE), and the record timestamps behind them through offsets
+        # by time (DESCRIBE too); it writes Alertmanager's notifications to alerts.
+        Principal(
+            "monitor",
+            "kafka_monitor_password",
+            (
+                *topics(DESCRIBE, *t.TOPICS),
+                *topics(WRITE, t.ALERTS),
+                *(
+                    Grant(DESCRIBE, ResourceType.GROUP, name)
+                    for name in (settings.stock_group_id, settings.live_group_id)
+                ),
+                Grant(DESCRIBE, ResourceType.GROUP, AIRFLOW_GROUP_PREFIX, ResourcePatternType.PREFIXED),
             ),
         ),
     )

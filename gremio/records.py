@@ -452,10 +452,11 @@ class ReplenishmentOrder(Record):
     created_at: Timestamp
 
 
-# The location service's four, and Airflow's: members_premium's premium_pending and
-# sales_daily's deadline alert report_late (no plate, no position).
+# The location service's four; Airflow's: members_premium's premium_pending and sales_daily's
+# deadline alert report_late; and the monitor's ops, Alertmanager's notifications (gremio/monitor.py).
+# The last three have no plate and no position.
 AlertKind = Literal[
-    "jump", "out_of_area", "unregistered_cart", "fugitive_report", "premium_pending", "report_late"
+    "jump", "out_of_area", "unregistered_cart", "fugitive_report", "premium_pending", "report_late", "ops"
 ]
 
 

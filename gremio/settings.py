@@ -27,8 +27,13 @@ MIN_SECRET_BYTES = 32
 # What werkzeug.security.generate_password_hash makes: scrypt:N:r:p$salt$hex or pbkdf2:sha256:N$salt$hex.
 WERKZEUG_HASH = re.compile(r"(scrypt(:\d+){0,3}|pbkdf2:[a-z0-9_]+(:\d+)?)\$[^$]+\$[0-9a-f]+")
 # The service roles of the gremio database (sql/060_roles.sql; `gremio db-roles` gives them LOGIN).
-DB_ROLES = {"stock": "gremio_stock", "locations": "gremio_locations", "airflow": "gremio_airflow"}
-DbRole = Literal["owner", "stock", "locations", "airflow"]
+DB_ROLES = {
+    "stock": "gremio_stock",
+    "locations": "gremio_locations",
+    "airflow": "gremio_airflow",
+    "monitor": "gremio_monitor",
+}
+DbRole = Literal["owner", "stock", "locations", "airflow", "monitor"]
 PLACEHOLDER_MARKERS = (
     "change-me",
     "changeme",
@@ -80,6 +85,23 @@ class Settings(BaseSettings):
     stock_metrics_port: int = 8002
     # The local stack's redis-server (the API's shared rate-limit counters), on loopback.
     redis_port: int = 6380
+    # Operations (docs/OPERATIONS.md, "Monitoring"): gremio's monitor (group lag, the broker's
+    # replication, the daily report, Airflow's health; Alertmanager's webhook), Prometheus
+    # (Debian's package) and Alertmanager (9093 is the Kafka controller's), all on loopback.
+    monitor_port: int = 8005
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9193
+    # How often Prometheus scrapes and evaluates its rules, and the monitor collects.
+    monitor_interval_seconds: float = Field(default=5.0, gt=0)
+    # Drills only: the stack's copy of deploy/prometheus/rules.yml has every `for:` multiplied
+    # by this (0.2: a 5-minute rule fires after one). The repository's file is the truth.
+    alert_for_scale: float = Field(default=1.0, gt=0, le=1)
+    # Airflow's api-server as the monitor reaches it (unset: the local stack's, on AIRFLOW_PORT).
+    monitor_airflow_url: str | None = None
+    # The monitor's Airflow login (a viewer; unset: the local stack's, in AIRFLOW_HOME/passwords.json).
+    airflow_monitor_password: SecretStr | None = None
+    # Alertmanager's bearer token for the monitor's webhook (`make up` generates it).
+    alertmanager_webhook_token: SecretStr | None = None
     kafka_heap: str = "512m"
     # `make up-cluster` (docs/SCALING.md, "The cluster on one machine"): three Kafka nodes and
     # two instances of the API (behind nginx on API_PORT), stock and locations. Unset: the
@@ -113,6 +135,7 @@ class Settings(BaseSettings):
     kafka_stock_password: SecretStr | None = None
     kafka_locations_password: SecretStr | None = None
     kafka_airflow_password: SecretStr | None = None
+    kafka_monitor_password: SecretStr | None = None
 
     # --- credentials: no secret has a default (docs/SECURITY.md) --------------------------
     # Every SecretStr field is checked when it is set (not empty, >= 32 bytes, no placeholder)
@@ -138,6 +161,7 @@ class Settings(BaseSettings):
     pg_stock_password: SecretStr | None = None
     pg_locations_password: SecretStr | None = None
     pg_airflow_password: SecretStr | None = None
+    pg_monitor_password: SecretStr | None = None
     # Which role this process connects as when DATABASE_URL is unset (the local stack builds
     # the URL): owner, stock, locations or airflow. A DATABASE_URL, when set, is used as given.
     db_role: DbRole = "owner"
@@ -277,6 +301,10 @@ class Settings(BaseSettings):
         return getattr(self, name).get_secret_value()
 
     # --- derived values -------------------------------------------------------------------
+    @property
+    def airflow_url(self) -> str:
+        return (self.monitor_airflow_url or f"http://127.0.0.1:{self.airflow_port}").rstrip("/")
+
     @property
     def bootstrap_servers(self) -> str:
         """KAFKA_BOOTSTRAP_SERVERS, or the local stack's broker (each node of its cluster)."""

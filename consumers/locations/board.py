@@ -26,6 +26,7 @@ _KIND_STYLE = {
     # Raised by Airflow (no plate): a premium application undecided, a daily report not written.
     "premium_pending": "cyan",
     "report_late": "bold yellow",
+    "ops": "bold blue",  # the monitor's: Alertmanager's notifications (a service down, lag, ...)
 }
 
 

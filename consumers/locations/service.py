@@ -471,7 +471,8 @@ def _first_each(items: Sequence[T], key: Callable[[T], object]) -> list[T]:
 def main() -> int:
     """`python -m consumers.locations`: the board in a terminal, log lines otherwise."""
     from consumers.locations.board import Board
-    from consumers.locations.web import LiveServer, create_app
+    from consumers.locations.web import create_app
+    from gremio.web.server import HttpServer
 
     settings = get_settings()
     settings.require("staff_password_hash")  # the live map's staff login (web.py)
@@ -490,7 +491,7 @@ def main() -> int:
     gk.wait_for_broker(settings)
     db.wait_for_db(settings)
     service = LocationService(settings, log_summary=console is None).start()
-    server = LiveServer(create_app(service.view), settings.bind_host, settings.live_port).start()
+    server = HttpServer(create_app(service.view), settings.bind_host, settings.live_port).start()
     board = Board(service.view, console, ZoneInfo(settings.guild_timezone)) if console else None
     with board or contextlib.nullcontext():
         return run_service(service, settings, then=[server.stop])

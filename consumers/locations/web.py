@@ -30,7 +30,6 @@ from flask import Blueprint, Flask, Response, current_app, request, url_for
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from werkzeug.datastructures import Authorization
 from werkzeug.security import check_password_hash
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from consumers.locations.view import Area, LiveView
 from gremio.records import NEW_PLATE, OLD_PLATE
@@ -231,34 +230,3 @@ def create_app(
     app.register_blueprint(live_map)
     app.register_blueprint(assets)
     return app
-
-
-class _QuietRequests(WSGIRequestHandler):
-    """No access-log line per request: dashboards poll /v1/live every 2 s. Errors still log."""
-
-    def log_request(self, *args: object) -> None:
-        return None
-
-
-class LiveServer:
-    """A threaded werkzeug server for the app, in a daemon thread."""
-
-    def __init__(self, app: Flask, host: str, port: int) -> None:
-        self._server: BaseWSGIServer = make_server(
-            host, port, app, threaded=True, request_handler=_QuietRequests
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="live-http", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._server.server_port
-
-    def start(self) -> LiveServer:
-        self._thread.start()
-        log.info("live view on http://%s:%d/v1/live", self._server.host, self.port)
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)

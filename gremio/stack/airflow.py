@@ -36,16 +36,27 @@ def _secrets(airflow_home: Path) -> dict[str, str]:
     return made
 
 
+MONITOR_USER = "monitor"  # a viewer: the monitor reads the DAG runs' durations (gremio/monitor.py)
+
+
 def admin_password(settings: Settings) -> str:
-    """The admin's password, kept where Airflow's simple auth manager reads it."""
+    """The admin's password, kept where Airflow's simple auth manager reads it (with the
+    monitor's, a viewer's)."""
+    return _passwords(settings)[settings.airflow_admin_user]
+
+
+def monitor_password(settings: Settings) -> str:
+    return _passwords(settings)[MONITOR_USER]
+
+
+def _passwords(settings: Settings) -> dict[str, str]:
     path = home(settings) / "passwords.json"
-    if path.exists():
-        known = json.loads(path.read_text())
-        if settings.airflow_admin_user in known:
-            return known[settings.airflow_admin_user]
-    password = secrets.token_urlsafe(12)
-    write_private(path, json.dumps({settings.airflow_admin_user: password}))
-    return password
+    known = json.loads(path.read_text()) if path.exists() else {}
+    wanted = (settings.airflow_admin_user, MONITOR_USER)
+    if not all(user in known for user in wanted):
+        known = {**{user: secrets.token_urlsafe(12) for user in wanted}, **known}
+        write_private(path, json.dumps(known))
+    return known
 
 
 def environment(settings: Settings, airflow_home: Path | None = None) -> dict[str, str]:
@@ -63,7 +74,7 @@ def environment(settings: Settings, airflow_home: Path | None = None) -> dict[st
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__DEFAULT_TIMEZONE": settings.guild_timezone,
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_admin_user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_admin_user}:admin,{MONITOR_USER}:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_db_url,

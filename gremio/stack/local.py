@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from gremio import topics as t
 from gremio.settings import REPO_ROOT, Settings
 from gremio.stack import airflow as af
 from gremio.stack import nginx
+from gremio.stack import prometheus as prom
 from gremio.stack.kafka_broker import KafkaBroker, ensure_jars
 from gremio.stack.kafka_cluster import KafkaCluster, leadership
 from gremio.stack.postgres import PostgresCluster, bin_dir, service_user
@@ -130,9 +132,21 @@ def programs(
             for i, port in enumerate(ports, 1):
                 env = {"DB_ROLE": name, port_setting: str(port)}
                 progs.append(Program(f"{name}-{i}", command, priority=60, environment=env))
+    # Operations: the monitor (lag, replication, reports; Alertmanager's webhook), Prometheus
+    # scraping every instance, Alertmanager (docs/OPERATIONS.md, "Monitoring").
+    folder = prometheus_dir(settings)
+    progs += [
+        Program("monitor", [PYTHON, "-m", "gremio.monitor"], priority=60, environment={"DB_ROLE": "monitor"}),
+        Program("prometheus", prom.prometheus_command(folder, settings), priority=65),
+        Program("alertmanager", prom.alertmanager_command(folder, settings), priority=65),
+    ]
     if settings.simulate:
         progs.append(Program("simulator", [PYTHON, "-m", "gremio.cli", "simulate"], priority=70))
     return progs
+
+
+def prometheus_dir(settings: Settings) -> Path:
+    return settings.local_dir / "prometheus"
 
 
 def nginx_dir(settings: Settings) -> Path:
@@ -158,6 +172,9 @@ def _ports(settings: Settings) -> list[tuple[int, str]]:
         (settings.live_port, "LIVE_PORT"),
         (settings.stock_metrics_port, "STOCK_METRICS_PORT"),
         (settings.redis_port, "REDIS_PORT"),
+        (settings.monitor_port, "MONITOR_PORT"),
+        (settings.prometheus_port, "PROMETHEUS_PORT"),
+        (settings.alertmanager_port, "ALERTMANAGER_PORT"),
     ]
     if settings.is_cluster:
         ports = [(p, n) for p, n in ports if n not in ("API_PORT", "LIVE_PORT", "STOCK_METRICS_PORT")]
@@ -212,6 +229,8 @@ def up(settings: Settings) -> int:
     if settings.uses_local_postgres:
         pg = postgres_cluster(settings, bin_dir())
         pg.prepare()
+    prom.ensure_installed()
+    prom.write_configs(prometheus_dir(settings), settings)
     progs = programs(settings, kafka, pg)
     sup.write(progs)
     env = _stack_env(settings)
@@ -318,6 +337,9 @@ def checks(settings: Settings) -> list[Check]:
         for i, port in enumerate(settings.cluster_live_ports, 1):
             found.append(_http_check(f"locations-{i}", f"http://127.0.0.1:{port}/v1/live", staff))
     found.append(_check_redis(settings))
+    found.append(_http_check("monitor", f"http://127.0.0.1:{settings.monitor_port}/healthz"))
+    found.append(_check_prometheus(settings))
+    found.append(_http_check("alertmanager", f"http://127.0.0.1:{settings.alertmanager_port}/-/ready"))
     if "simulator" in states or settings.simulate:
         state = states.get("simulator", "not started")
         found.append(Check("simulator", state == "RUNNING", state.lower()))
@@ -428,6 +450,23 @@ def _check_redis(settings: Settings) -> Check:
     return Check("redis", True, f"{where}, {what}")
 
 
+def _check_prometheus(settings: Settings) -> Check:
+    """Prometheus is ready, and every target it scrapes is up (or which are not)."""
+    base = f"http://127.0.0.1:{settings.prometheus_port}"
+    try:
+        with urllib.request.urlopen(base + "/api/v1/targets?state=active", timeout=5) as answer:  # noqa: S310 - loopback URL
+            active = json.load(answer)["data"]["activeTargets"]
+    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+        return Check("prometheus", False, f"{base} unreachable: {exc}")
+    down = sorted(
+        f"{t['labels'].get('job')} {t['labels'].get('instance')}" for t in active if t["health"] != "up"
+    )
+    detail = f"{base}/targets: {len(active) - len(down)}/{len(active)} targets up"
+    return Check(
+        "prometheus", bool(active) and not down, detail + (f"; not up: {', '.join(down)}" if down else "")
+    )
+
+
 def _http_check(part: str, url: str, headers: dict[str, str] | None = None) -> Check:
     asked = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback URL
     try:
@@ -489,6 +528,8 @@ def _print_guide(settings: Settings, console) -> None:
   Airflow     http://127.0.0.1:{settings.airflow_port}   login [bold]{settings.airflow_admin_user}[/] / [bold]{password}[/]
   API         http://127.0.0.1:{settings.api_port}        report page at /, docs at /openapi.json{cluster_api}
   Live map    {live}   login [bold]{staff["user"]}[/] / [bold]{staff["password"]}[/]   JSON at /v1/live, same login
+  Prometheus  http://127.0.0.1:{settings.prometheus_port}/targets   alerts at /alerts, rules in deploy/prometheus/rules.yml
+  Alerts      http://127.0.0.1:{settings.alertmanager_port}   Alertmanager; each alert also reaches `gremio watch` as an ops alert
   Logs        {settings.local_dir / "logs"}/<part>.log
   Reports     {settings.reports_dir}
 """

@@ -31,7 +31,8 @@ STAFF_USER = "staff"
 STAFF_PASSWORD = secrets.token_urlsafe(32)
 STAFF_PASSWORD_HASH = generate_password_hash(STAFF_PASSWORD)
 # The services' database roles (sql/060_roles.sql), given LOGIN by `gremio db-roles`.
-ROLE_PASSWORDS = {role: secrets.token_urlsafe(32) for role in ("stock", "locations", "airflow")}
+ROLE_PASSWORDS = {role: secrets.token_urlsafe(32) for role in ("stock", "locations", "airflow", "monitor")}
+WEBHOOK_TOKEN = secrets.token_urlsafe(32)
 
 
 def stop_group(proc: subprocess.Popen, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> None:
@@ -111,6 +112,7 @@ class ThrowawayStack:
             "AIRFLOW_DB_PASSWORD": AIRFLOW[1],
             **{f"PG_{role.upper()}_PASSWORD": password for role, password in ROLE_PASSWORDS.items()},
             "CART_TOKEN_SECRET": CART_TOKEN_SECRET,
+            "ALERTMANAGER_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
             "STAFF_USER": STAFF_USER,
             "STAFF_PASSWORD": STAFF_PASSWORD,
             "STAFF_PASSWORD_HASH": STAFF_PASSWORD_HASH,

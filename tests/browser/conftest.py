@@ -20,8 +20,8 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
-from consumers.locations.web import LiveServer
 from gremio.settings import REPO_ROOT, get_settings
+from gremio.web.server import HttpServer as LiveServer
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 PHONE = {

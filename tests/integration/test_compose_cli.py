@@ -261,6 +261,8 @@ def test_the_cluster_publishes_only_loopback_and_gives_each_service_only_its_sec
         "nginx",
         "locations",
         "airflow-apiserver",
+        "prometheus",
+        "grafana",
     }
     values = {name: value for name, value in read_env_file(env_file).items() if name in SECRET_NAMES}
     wanted = {**SECRETS_OF, "kafka-2": SECRETS_OF["kafka"], "kafka-3": SECRETS_OF["kafka"], "nginx": set()}
@@ -285,3 +287,56 @@ def test_gremio_accepts_each_cluster_containers_resolved_settings(cluster, tmp_p
         assert done.returncode == 0, f"{name}: {done.stderr.strip().splitlines()[-1:]}"
         if "KAFKA_BOOTSTRAP_SERVERS" in service["environment"]:
             assert done.stdout.strip().count(",") == 2, name
+
+
+# --- the compose secrets: files `gremio secrets` writes beside .env ----------------------------------
+
+
+def test_make_secrets_writes_the_compose_secret_files_beside_the_env_file(env_file):
+    """Alertmanager's bearer token and the staff password (Prometheus's scrape of the location
+    service), each alone in a 0600 file, the same values as .env's and staff-login.json's."""
+    from werkzeug.security import check_password_hash
+
+    from gremio.credentials import STAFF_CLEAR_LOGIN_FILE, STAFF_LOGIN_FILE, WEBHOOK_BEARER_FILE
+
+    values = read_env_file(env_file)
+    token, staff = env_file.parent / WEBHOOK_BEARER_FILE, env_file.parent / STAFF_CLEAR_LOGIN_FILE
+    for path in (token, staff):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert token.read_text() == values["ALERTMANAGER_WEBHOOK_TOKEN"]
+    login = json.loads((env_file.parent / STAFF_LOGIN_FILE).read_text())
+    assert staff.read_text() == login["password"]
+    assert check_password_hash(values["STAFF_PASSWORD_HASH"], staff.read_text())
+
+
+def test_make_secrets_again_keeps_the_files_in_step(env_file, tmp_path):
+    """A second run (every secret there already) writes both files again from what is kept."""
+    from gremio.credentials import STAFF_CLEAR_LOGIN_FILE, WEBHOOK_BEARER_FILE
+
+    copy = tmp_path / ".env"
+    copy.write_text(env_file.read_text())
+    (tmp_path / "staff-login.json").write_text((env_file.parent / "staff-login.json").read_text())
+    gremio = Path(sys.executable).with_name("gremio")
+    subprocess.run([str(gremio), "secrets", "--env-file", str(copy)], check=True, capture_output=True)
+    assert copy.read_text() == env_file.read_text()
+    for name in (WEBHOOK_BEARER_FILE, STAFF_CLEAR_LOGIN_FILE):
+        assert (tmp_path / name).read_text() == (env_file.parent / name).read_text(), name
+
+
+def test_the_resolved_compose_secrets_are_the_files_beside_the_compose_file(compose, env_file):
+    resolved = _resolved(compose, env_file)
+    files = {name: Path(spec["file"]) for name, spec in resolved["secrets"].items()}
+    assert files == {
+        "staff_password": REPO_ROOT / "staff-password",
+        "alertmanager_webhook_token": REPO_ROOT / "alertmanager-webhook-token",
+    }
+    services = resolved["services"]
+    mounted = {
+        name: {(s["source"], s.get("target")) for s in service.get("secrets", [])}
+        for name, service in services.items()
+        if service.get("secrets")
+    }
+    assert mounted == {
+        "prometheus": {("staff_password", "/run/secrets/staff_password")},
+        "alertmanager": {("alertmanager_webhook_token", "/run/secrets/alertmanager_webhook_token")},
+    }

@@ -32,7 +32,7 @@ from gremio.settings import REPO_ROOT, Settings
 from gremio.stack.kafka_broker import KafkaBroker, ensure_jars
 from gremio.stack.system import free_port, wait_for_port
 
-SERVICES = ("api", "stock", "locations", "airflow")
+SERVICES = ("api", "stock", "locations", "airflow", "monitor")
 
 
 class SaslBroker:
@@ -114,7 +114,7 @@ def sasl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
             timeout=60,
         )
         assert done.returncode == 0, done.stderr
-        assert "4 SCRAM user(s) set" in done.stdout
+        assert "5 SCRAM user(s) set" in done.stdout
         yield broker
     finally:
         broker.stop()
@@ -314,6 +314,35 @@ def test_airflow_drains_and_watches_with_its_connections(sasl):
         produce(sasl.settings("airflow"), t.SALES.name)
 
 
+def test_the_monitor_sees_every_groups_lag_and_age_yet_reads_no_record(sasl):
+    from gremio.monitor import Monitor
+
+    api, stock = sasl.settings("api"), sasl.settings("stock")
+    produce(api, t.SALES.name, count=3, partition=0)
+    consume(stock.kafka_config(**{"group.id": stock.stock_group_id}), [t.SALES.name], 1)
+    monitor_login = sasl.settings("monitor")
+    monitor = Monitor(monitor_login)
+    snap = monitor.refresh()
+    assert set(monitor.errors) <= {"airflow", "reports"}, monitor.errors  # no Airflow here
+    groups = {row.group for row in snap.lags}
+    assert {
+        stock.stock_group_id,
+        stock.live_group_id,
+        "airflow-sales-daily",
+        "airflow-members-premium",
+    } <= groups
+    assert any(row.lag and row.age_seconds > 0 for row in snap.lags), snap.lags  # ages by offsets-by-time
+    assert snap.end_offsets[(t.SALES.name, 0)] >= 3 and snap.brokers == 1
+    # DESCRIBE only: not one record of sales (nor a member's RUT) can it read.
+    err = first_error(
+        monitor_login.kafka_config(**{"group.id": "monitor-probe"}), [TopicPartition(t.SALES.name, 0, 0)]
+    )
+    assert err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert produce(monitor_login, t.ALERTS.name)  # its ops alerts
+    with pytest.raises(KafkaException):
+        produce(monitor_login, t.SALES.name)
+
+
 def test_kafka_access_is_idempotent_and_prunes_undeclared_acls(sasl):
     from confluent_kafka.admin import (
         AclBinding,
@@ -331,7 +360,7 @@ def test_kafka_access_is_idempotent_and_prunes_undeclared_acls(sasl):
     client = kafka_access.admin_client(admin)
     for future in client.create_acls([extra]).values():
         future.result()
-    assert kafka_access.apply(admin) == {"users": 4, "created": 0, "deleted": 1}
-    assert kafka_access.apply(admin) == {"users": 4, "created": 0, "deleted": 0}
+    assert kafka_access.apply(admin) == {"users": 5, "created": 0, "deleted": 1}
+    assert kafka_access.apply(admin) == {"users": 5, "created": 0, "deleted": 0}
     # Passwords set again are the same: the services still log in.
     assert produce(sasl.settings("stock"), t.REPLENISHMENTS.name)

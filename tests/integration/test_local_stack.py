@@ -33,6 +33,9 @@ PORTS = (
     "LIVE_PORT",
     "STOCK_METRICS_PORT",
     "REDIS_PORT",
+    "MONITOR_PORT",
+    "PROMETHEUS_PORT",
+    "ALERTMANAGER_PORT",
 )
 
 
@@ -45,6 +48,8 @@ def private_env(root: Path, ports: tuple[str, ...] = PORTS) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in env_names() and not k.startswith("AIRFLOW")}
     env.update({name: str(free_port()) for name in ports})
     env.update(LOCAL_DIR=str(root / "local"), REPORTS_DIR=str(root / "reports"), SIMULATE="0")
+    # The drills' alert rules: every `for:` a fifth (a 5-minute lag rule fires after one).
+    env["ALERT_FOR_SCALE"] = "0.2"
     return env
 
 
@@ -107,6 +112,7 @@ def test_up_twice_status_and_down_leave_nothing_behind(local_env):
     assert status.returncode == 0, status.stdout
     assert "unhealthy" not in status.stdout, status.stdout
     _airflow_requires_a_login(local_env, first.stdout)
+    _a_stopped_service_and_its_lag_reach_the_alerts_topic_and_watch(local_env)
     assert _our_processes(local_env), "the stack runs detached from the command that started it"
 
     down = _gremio(local_env, "down", timeout=300)
@@ -188,3 +194,62 @@ def _airflow_requires_a_login(env: dict[str, str], up_output: str) -> None:
     # The real dag-processor imported every DAG, with the plugins they share (kafka_drain, dag_defaults).
     wanted = {"sales_daily", "members_monthly", "members_premium"}
     wait_for(lambda: wanted <= listed(), timeout=180, what="the DAGs listed to the logged-in admin")
+
+
+def _a_stopped_service_and_its_lag_reach_the_alerts_topic_and_watch(env: dict[str, str]) -> None:
+    """Issue 18 as an operator tries it: Prometheus scrapes every part; stop the stock service
+    (through the process manager) while sales flow, and Alertmanager's notifications reach the
+    `alerts` topic as `ops` alerts, and `gremio watch`: the service down, then its lag growing."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    prometheus = f"http://127.0.0.1:{env['PROMETHEUS_PORT']}"
+    active = http("GET", prometheus + "/api/v1/targets?state=active").json()["data"]["activeTargets"]
+    jobs = {target["labels"]["job"]: target["health"] for target in active}
+    assert jobs == dict.fromkeys(("api", "stock", "locations", "monitor", "prometheus", "alertmanager"), "up")
+
+    consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{env['KAFKA_PORT']}", "group.id": "drill-reader"})
+    ends = [
+        TopicPartition("alerts", p, consumer.get_watermark_offsets(TopicPartition("alerts", p))[1])
+        for p in (0, 1)
+    ]
+    consumer.assign(ends)
+    plate = "BBCL12"
+    token = _gremio(env, "token", plate, timeout=60).stdout.strip()
+    api = f"http://127.0.0.1:{env['API_PORT']}"
+    sale = {
+        "plate": plate,
+        "client": "drill",
+        "quantity": 1,
+        "stock_remaining": 80,
+        "location": {"lat": -33.44, "lon": -70.65},
+    }
+    supervisorctl = [
+        str(Path(sys.executable).parent / "supervisorctl"),
+        "-c",
+        str(Path(env["LOCAL_DIR"]) / "supervisor" / "supervisord.conf"),
+    ]
+    subprocess.run([*supervisorctl, "stop", "stock"], check=True, capture_output=True, timeout=60)
+    seen: list[dict] = []
+
+    def notified(name: str) -> bool:
+        http("POST", api + "/v1/sales", sale, headers={"Authorization": f"Bearer {token}"})  # sales flow
+        for msg in consumer.consume(50, timeout=1):
+            if not msg.error():
+                seen.append(json.loads(msg.value()))
+        return any(
+            a["kind"] == "ops" and name in a["detail"] and a["detail"].startswith("firing") for a in seen
+        )
+
+    try:
+        wait_for(
+            lambda: notified("GremioServiceDown"), timeout=120, interval=0.5, what="the service-down alert"
+        )
+        assert any("stock" in a["detail"] for a in seen if "GremioServiceDown" in a["detail"]), seen
+        wait_for(
+            lambda: notified("GremioConsumerLagGrowing"), timeout=180, interval=0.5, what="the lag alert"
+        )
+        watch = _gremio(env, "watch", "--once", timeout=60)
+        assert watch.returncode == 0 and "GremioServiceDown" in watch.stdout, watch.stdout[-3000:]
+    finally:
+        consumer.close()
+        subprocess.run([*supervisorctl, "start", "stock"], capture_output=True, timeout=60)

@@ -17,10 +17,11 @@ import time
 import pytest
 
 from consumers.locations.view import LiveView, Rules
-from consumers.locations.web import LiveServer, StaffLogin, create_app
+from consumers.locations.web import StaffLogin, create_app
 from gremio import credentials
 from gremio.settings import REPO_ROOT, Settings, SettingsError, env_names, get_settings
 from gremio.stack.local import _http_check
+from gremio.web.server import HttpServer as LiveServer
 from tests.support import http, staff_auth
 
 PASSWORD = "a-staff-password-only-these-tests-use-0123"  # pragma: allowlist secret

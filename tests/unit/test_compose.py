@@ -4,7 +4,7 @@ with Docker's own compose CLI as well).
 Service names, ports, images and environment names are cross-checked against the settings
 module, the Kafka pom, the pinned Airflow version and the local stack's programs; and the
 file ships no secret: each is required (`${VAR:?...}`), each service gets only its own, and
-only the API, the live map and Airflow are published, on 127.0.0.1.
+only the API, the live map, Airflow, Prometheus and Grafana are published, on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ COMPOSE = yaml.safe_load(TEXT)
 SERVICES = COMPOSE["services"]
 # The defaults as written in the settings module, whatever this process's environment says.
 DEFAULTS = Settings.model_construct(**{n: f.default for n, f in Settings.model_fields.items()})
-GREMIO_SERVICES = ["gremio-init", "ops", "api", "stock", "locations", "simulator"]
+GREMIO_SERVICES = ["gremio-init", "ops", "api", "stock", "locations", "monitor", "simulator"]
+OBSERVABILITY = ["prometheus", "alertmanager", "grafana"]
 AIRFLOW_SERVICES = [
     "airflow-init",
     "airflow-apiserver",
@@ -49,18 +50,38 @@ SECRETS_OF: dict[str, set[str]] = {
         "PG_STOCK_PASSWORD",
         "PG_LOCATIONS_PASSWORD",
         "PG_AIRFLOW_PASSWORD",
+        "PG_MONITOR_PASSWORD",
         "KAFKA_API_PASSWORD",
         "KAFKA_STOCK_PASSWORD",
         "KAFKA_LOCATIONS_PASSWORD",
         "KAFKA_AIRFLOW_PASSWORD",
+        "KAFKA_MONITOR_PASSWORD",
     },
     "ops": {"POSTGRES_PASSWORD", "KAFKA_ADMIN_PASSWORD", "CART_TOKEN_SECRET"},
     "api": {"CART_TOKEN_SECRET", "KAFKA_API_PASSWORD"},
     "stock": {"PG_STOCK_PASSWORD", "KAFKA_STOCK_PASSWORD"},
     "locations": {"PG_LOCATIONS_PASSWORD", "KAFKA_LOCATIONS_PASSWORD", "STAFF_PASSWORD_HASH"},
+    "monitor": {
+        "PG_MONITOR_PASSWORD",
+        "KAFKA_MONITOR_PASSWORD",
+        "ALERTMANAGER_WEBHOOK_TOKEN",
+        "AIRFLOW_MONITOR_PASSWORD",
+    },
     "simulator": {"CART_TOKEN_SECRET"},
     **dict.fromkeys([*AIRFLOW_SERVICES, "airflow-worker"], _AIRFLOW_KEYS | _AIRFLOW_LOGINS),
+    # airflow-init writes the monitor's Airflow login into the passwords file.
+    "airflow-init": _AIRFLOW_KEYS | _AIRFLOW_LOGINS | {"AIRFLOW_MONITOR_PASSWORD"},
+    # Prometheus's and Alertmanager's secrets are compose secrets (files): SECRET_FILES_OF.
+    "prometheus": set(),
+    "alertmanager": set(),
+    "grafana": {"GRAFANA_ADMIN_PASSWORD"},
 }
+# The compose secrets (files `gremio secrets` writes beside .env, mode 0600) each service mounts.
+SECRET_FILES = {
+    "staff_password": "./staff-password",
+    "alertmanager_webhook_token": "./alertmanager-webhook-token",
+}
+SECRET_FILES_OF = {"prometheus": {"staff_password"}, "alertmanager": {"alertmanager_webhook_token"}}
 # Each service's Kafka principal (gremio/kafka_access.py) and PostgreSQL role (sql/060_roles.sql).
 KAFKA_USER_OF = {
     "gremio-init": "admin",
@@ -68,6 +89,7 @@ KAFKA_USER_OF = {
     "api": "api",
     "stock": "stock",
     "locations": "locations",
+    "monitor": "monitor",
     **dict.fromkeys([*AIRFLOW_SERVICES, "airflow-worker"], "airflow"),
 }
 DB_ROLE_OF = {
@@ -75,9 +97,10 @@ DB_ROLE_OF = {
     "ops": "gremio",
     "stock": "gremio_stock",
     "locations": "gremio_locations",
+    "monitor": "gremio_monitor",
     **dict.fromkeys([*AIRFLOW_SERVICES, "airflow-worker"], "gremio_airflow"),
 }
-PUBLISHED = {"api", "locations", "airflow-apiserver"}
+PUBLISHED = {"api", "locations", "airflow-apiserver", "prometheus", "grafana"}
 
 
 def _host_ports(service: str) -> set[int]:
@@ -106,7 +129,9 @@ def _pinned(requirement: str) -> str:
 
 
 def test_every_part_of_the_platform_has_a_service():
-    assert set(GREMIO_SERVICES + AIRFLOW_SERVICES + ["kafka", "postgres", "redis"]) <= set(SERVICES)
+    assert set(GREMIO_SERVICES + AIRFLOW_SERVICES + OBSERVABILITY + ["kafka", "postgres", "redis"]) <= set(
+        SERVICES
+    )
 
 
 def test_kafka_is_the_pom_version_with_the_sasl_properties_and_no_published_port():
@@ -156,8 +181,9 @@ def test_airflow_is_the_pinned_version_with_dags_plugins_and_connections():
 
 def test_airflow_ships_no_admin_password_and_keeps_the_generated_one_on_a_volume():
     env = SERVICES["airflow-apiserver"]["environment"]
-    # "user:role": the simple auth manager generates the password and writes it to this file.
-    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    # "user:role": the simple auth manager generates the password and writes it to this file,
+    # for each user missing from it (the monitor's viewer is there: airflow-init writes it).
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,monitor:viewer"
     assert env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False") == "False"
     passwords = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     assert passwords == "/opt/airflow/auth/passwords.json"
@@ -270,10 +296,10 @@ def test_each_service_connects_to_postgres_as_its_own_role(name):
         assert value == f"postgresql://{role}:{_required(password)}@postgres:5432/gremio"
 
 
-def test_only_the_api_the_live_map_and_airflow_are_published_and_on_loopback():
+def test_only_the_api_the_live_map_airflow_prometheus_and_grafana_are_published_and_on_loopback():
     published = {name for name, service in SERVICES.items() if service.get("ports")}
     assert published == PUBLISHED
-    assert not published & {"kafka", "postgres", "redis"}
+    assert not published & {"kafka", "postgres", "redis", "monitor", "alertmanager"}
     for name in published:
         for port in SERVICES[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
@@ -291,6 +317,129 @@ def test_the_init_service_sets_up_roles_topics_and_kafka_access():
 def test_service_ports_are_the_settings_ports():
     assert DEFAULTS.api_port in _host_ports("api")
     assert DEFAULTS.live_port in _host_ports("locations")
+    assert _host_ports("prometheus") == {DEFAULTS.prometheus_port}
+    assert _host_ports("grafana") == {3000}
+    env = SERVICES["monitor"]["environment"]
+    assert int(env["MONITOR_PORT"]) == DEFAULTS.monitor_port
+    assert env["BIND_HOST"] == "0.0.0.0"  # reached by Prometheus and Alertmanager, not published
+
+
+# --- observability (issue 18): the monitor, Prometheus, Alertmanager, Grafana --------------------
+
+
+def test_the_monitor_runs_what_make_up_runs_and_reads_the_reports_only():
+    monitor = SERVICES["monitor"]
+    assert monitor["command"] == ["python", "-m", "gremio.monitor"]
+    assert monitor["image"] == SERVICES["stock"]["image"]
+    assert monitor["depends_on"] == SERVICES["stock"]["depends_on"]
+    assert monitor["volumes"] == ["reports:/opt/gremio/reports:ro"]
+    env = monitor["environment"]
+    assert env["MONITOR_AIRFLOW_URL"] == "http://airflow-apiserver:8080"
+    assert env["AIRFLOW_MONITOR_PASSWORD"] == _required("AIRFLOW_MONITOR_PASSWORD")
+    assert env["ALERTMANAGER_WEBHOOK_TOKEN"] == _required("ALERTMANAGER_WEBHOOK_TOKEN")
+    assert env["REPORTS_DIR"] == "/opt/gremio/reports"
+
+
+def test_airflow_init_writes_the_monitors_airflow_login_and_keeps_the_admins():
+    init = SERVICES["airflow-init"]
+    assert init["command"][:2] == ["bash", "-c"]
+    script = init["command"][2]
+    assert script.index("airflow db migrate") < script.index("python - <<'PY'")
+    assert "jq" not in script and "$" not in script  # compose would interpolate a `$`
+    assert 'passwords["monitor"] = wanted' in script  # merged into what is there: admin's kept
+    assert "airflow-auth:/opt/airflow/auth" in init["volumes"]
+    assert init["environment"]["AIRFLOW_MONITOR_PASSWORD"] == _required("AIRFLOW_MONITOR_PASSWORD")
+    # Only airflow-init has it: the Airflow components do not need the monitor's password.
+    for name in [*AIRFLOW_SERVICES[1:], "airflow-worker"]:
+        assert "AIRFLOW_MONITOR_PASSWORD" not in SERVICES[name]["environment"], name
+
+
+def _airflow_init_script() -> str:
+    """airflow-init's Python, as the shell's here-document hands it over."""
+    script = SERVICES["airflow-init"]["command"][2]
+    return script.split("<<'PY'\n", 1)[1].split("\nPY", 1)[0]
+
+
+@pytest.mark.parametrize("before", [None, "", '{"admin": "generated1"}', '{"admin": "a", "monitor": "old"}'])
+def test_the_airflow_init_script_sets_the_monitors_password_and_nothing_else(tmp_path, before):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "passwords.json"
+    if before is not None:
+        path.write_text(before)
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(path),
+        "AIRFLOW_MONITOR_PASSWORD": "the-monitors-password",
+    }
+    subprocess.run([sys.executable, "-c", _airflow_init_script()], env=env, check=True, capture_output=True)
+    expected = {**json.loads(before or "{}"), "monitor": "the-monitors-password"}
+    assert json.loads(path.read_text()) == expected
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_prometheus_and_alertmanager_run_the_generated_configs_and_the_rules():
+    prometheus, alertmanager = SERVICES["prometheus"], SERVICES["alertmanager"]
+    assert prometheus["image"] == "prom/prometheus:v2.42.0"  # Debian's, whose promtool tests the rules
+    assert alertmanager["image"] == "prom/alertmanager:v0.25.0"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert {
+        "./deploy/prometheus/compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+        "./deploy/prometheus/rules.yml:/etc/prometheus/rules.yml:ro",
+    } <= set(prometheus["volumes"])
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert "--cluster.listen-address=" in alertmanager["command"]  # one instance, no gossip
+    assert (
+        "./deploy/prometheus/compose/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro"
+        in alertmanager["volumes"]
+    )
+    config = yaml.safe_load((REPO_ROOT / "deploy/prometheus/compose/prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    jobs = {scrape["job_name"]: scrape for scrape in config["scrape_configs"]}
+    # Every replica: Docker's DNS gives each one's address for the service name.
+    for job in ("api", "stock", "locations"):
+        (sd,) = jobs[job]["dns_sd_configs"]
+        assert sd["names"] == [job] and sd["type"] == "A"
+    assert jobs["locations"]["basic_auth"]["password_file"] == "/run/secrets/staff_password"
+    assert jobs["monitor"]["static_configs"] == [{"targets": [f"monitor:{DEFAULTS.monitor_port}"]}]
+    webhook = yaml.safe_load((REPO_ROOT / "deploy/prometheus/compose/alertmanager.yml").read_text())
+    (receiver,) = webhook["receivers"]
+    (hook,) = receiver["webhook_configs"]
+    assert hook["url"] == f"http://monitor:{DEFAULTS.monitor_port}/v1/alertmanager"
+    credentials = hook["http_config"]["authorization"]["credentials_file"]
+    assert credentials == "/run/secrets/alertmanager_webhook_token"
+
+
+def test_compose_secrets_are_the_files_gremio_secrets_writes_and_each_service_mounts_its_own():
+    from gremio.credentials import STAFF_CLEAR_LOGIN_FILE, WEBHOOK_BEARER_FILE
+
+    assert {name: spec["file"] for name, spec in COMPOSE["secrets"].items()} == SECRET_FILES
+    assert set(SECRET_FILES.values()) == {f"./{STAFF_CLEAR_LOGIN_FILE}", f"./{WEBHOOK_BEARER_FILE}"}
+    for name, service in SERVICES.items():
+        mounted = {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+        assert mounted == SECRET_FILES_OF.get(name, set()), name
+    # Neither file may reach git or an image (both COPY the repository).
+    ignored = set((REPO_ROOT / ".gitignore").read_text().split())
+    assert {STAFF_CLEAR_LOGIN_FILE, WEBHOOK_BEARER_FILE} <= ignored
+
+
+def test_grafana_has_its_admin_password_from_env_and_no_anonymous_access():
+    grafana = SERVICES["grafana"]
+    assert grafana["image"] == "grafana/grafana:11.3.0"
+    env = grafana["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == _required("GRAFANA_ADMIN_PASSWORD")
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert {
+        "./deploy/grafana/provisioning/datasources:/etc/grafana/provisioning/datasources:ro",
+        "./deploy/grafana/provisioning/dashboards:/etc/grafana/provisioning/dashboards:ro",
+        "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro",
+    } <= set(grafana["volumes"])
+    for mount in grafana["volumes"]:
+        if mount.startswith("./"):
+            assert (REPO_ROOT / mount.split(":")[0]).is_dir(), mount
 
 
 def test_gremio_services_run_what_make_up_runs():
@@ -337,3 +486,12 @@ def test_the_images_build_context_leaves_the_secrets_out():
     for name in ("app", "airflow"):
         assert re.search(r"^COPY .*\. ", (REPO_ROOT / "deploy" / name / "Dockerfile").read_text(), re.M)
     assert {SERVICES[n]["build"]["context"] for n in ("api", "airflow-scheduler")} == {"."}
+
+
+def test_the_images_build_context_leaves_the_compose_secret_files_out():
+    """staff-password and alertmanager-webhook-token lie beside .env, in the build context."""
+    from gremio.credentials import STAFF_CLEAR_LOGIN_FILE, WEBHOOK_BEARER_FILE
+
+    ignored = set((REPO_ROOT / ".dockerignore").read_text().split())
+    for name in (STAFF_CLEAR_LOGIN_FILE, WEBHOOK_BEARER_FILE):
+        assert {name, f"**/{name}"} <= ignored, f".dockerignore must keep {name} out of the images"

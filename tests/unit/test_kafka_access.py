@@ -125,7 +125,19 @@ def test_the_services_groups_follow_their_settings():
         "stock": {"stock-x"},
         "locations": {"live-x"},
         "airflow": {"airflow-"},
+        "monitor": {"stock-x", "live-x", "airflow-"},  # DESCRIBE only: offsets, never a join
     }
+
+
+def test_the_monitor_only_describes_and_writes_alerts():
+    [monitor] = [p for p in kafka_access.principals(_settings()) if p.name == "monitor"]
+    operations = {(g.operation, g.resource) for g in monitor.grants}
+    assert operations == {
+        (AclOperation.DESCRIBE, ResourceType.TOPIC),
+        (AclOperation.DESCRIBE, ResourceType.GROUP),
+        (AclOperation.WRITE, ResourceType.TOPIC),
+    }
+    assert {g.name for g in monitor.grants if g.operation == AclOperation.WRITE} == {"alerts"}
 
 
 def test_every_airflow_consumer_group_has_the_airflow_prefix():

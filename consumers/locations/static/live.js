@@ -44,6 +44,8 @@ const ALERT_KINDS = {
         : "Un informe de ventas diario no estaba listo a la hora.";
     },
   ],
+  // The monitor's (Alertmanager's rules, deploy/prometheus/rules.yml): shown as written.
+  ops: ["Alerta de operaciones", (a) => a.detail],
 };
 
 const RINGED = new Set(["jump", "out_of_area"]);
