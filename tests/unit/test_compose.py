@@ -372,7 +372,7 @@ def test_the_airflow_init_script_sets_the_monitors_password_and_nothing_else(tmp
     env = {
         **os.environ,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(path),
-        "AIRFLOW_MONITOR_PASSWORD": "the-monitors-password",
+        "AIRFLOW_MONITOR_PASSWORD": "the-monitors-password",  # pragma: allowlist secret
     }
     subprocess.run([sys.executable, "-c", _airflow_init_script()], env=env, check=True, capture_output=True)
     expected = {**json.loads(before or "{}"), "monitor": "the-monitors-password"}
