@@ -44,7 +44,7 @@ from werkzeug.security import generate_password_hash
 from bench.stack import throwaway_stack
 from consumers.locations.service import LocationService
 from consumers.locations.view import LiveView, Rules
-from consumers.locations.web import LiveServer, StaffLogin, create_app
+from consumers.locations.web import StaffLogin, create_app
 from gremio import db
 from gremio import kafka as gk
 from gremio import topics as t
@@ -54,6 +54,7 @@ from gremio.runner import Envelope, Runner, decode
 from gremio.settings import REPO_ROOT, Settings, get_settings
 from gremio.stack.system import free_port
 from gremio.tokens import cart_token
+from gremio.web.server import HttpServer as LiveServer
 
 CONSONANTS = "BCDFGHJKLPRSTVWXYZ"
 # The baseline decodes every record with its pydantic model, as a plain consumer would; the

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from gremio.settings import REPO_ROOT, env_names
+from gremio.stack.kafka_broker import ensure_jars
 from gremio.stack.system import free_port
 from tests.support import http, wait_for
 
@@ -44,7 +45,8 @@ def private_env(root: Path, ports: tuple[str, ...] = PORTS) -> dict[str, str]:
     root.chmod(0o755)  # the postgres OS user must reach its data folder below
     libs = root / "local" / "kafka" / "libs"
     libs.parent.mkdir(parents=True)
-    libs.symlink_to(REPO_ROOT / ".local" / "kafka" / "libs")  # the jar cache
+    # The jar cache, filled first when this is the clone's first broker.
+    libs.symlink_to(ensure_jars(REPO_ROOT / ".local"))
     env = {k: v for k, v in os.environ.items() if k not in env_names() and not k.startswith("AIRFLOW")}
     env.update({name: str(free_port()) for name in ports})
     env.update(LOCAL_DIR=str(root / "local"), REPORTS_DIR=str(root / "reports"), SIMULATE="0")

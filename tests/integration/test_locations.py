@@ -17,13 +17,14 @@ from prometheus_client import REGISTRY
 
 from consumers.locations.service import LocationService
 from consumers.locations.view import alert_id
-from consumers.locations.web import LiveServer, create_app
+from consumers.locations.web import create_app
 from gremio import db
 from gremio import kafka as gk
 from gremio import records as r
 from gremio import topics as t
 from gremio.runner import Runner
 from gremio.settings import Settings, get_settings
+from gremio.web.server import HttpServer as LiveServer
 from tests.support import Members, TopicProbe, new_plate, routed, staff_auth, wait_for
 
 PRODUCER = None
