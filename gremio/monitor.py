@@ -131,10 +131,10 @@ class Broker:
     def partitions(self, names: Iterable[str], timeout: float = 5.0) -> tuple[list[TP], int, int, int]:
         """Every partition of topics `names`, and the broker count, under-replicated and
         offline partitions (one metadata request)."""
-        from gremio.stack.kafka_cluster import leadership
+        from gremio.stack.kafka_cluster import leadership_of
 
-        state = leadership(self.admin, timeout=timeout, internal=False)
         meta = self.admin.list_topics(timeout=timeout)
+        state = leadership_of(meta, internal=False)
         found = [
             (name, pid)
             for name in dict.fromkeys(names)
@@ -144,11 +144,15 @@ class Broker:
         return found, len(state.brokers), len(state.under_replicated), len(state.offline)
 
     def offsets(self, partitions: Iterable[TP], spec: Any, timeout: float = 5.0) -> dict[TP, int]:
+        """The offset `spec` (OffsetSpec.latest(), ...) names in each partition."""
+        return self._list_offsets(dict.fromkeys(partitions, spec), timeout)
+
+    def _list_offsets(self, specs: Mapping[TP, Any], timeout: float) -> dict[TP, int]:
         from confluent_kafka import TopicPartition
 
-        asked = {TopicPartition(topic, p): spec for topic, p in partitions}
-        if not asked:
+        if not specs:
             return {}
+        asked = {TopicPartition(topic, p): spec for (topic, p), spec in specs.items()}
         futures = self.admin.list_offsets(asked, request_timeout=timeout)
         return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
 
@@ -184,7 +188,9 @@ class Broker:
                 lo[tp], hi[tp] = now_ms - int(AGE_HORIZON.total_seconds() * 1000), now_ms + 1000
         while lo:
             mids = {tp: (lo[tp] + hi[tp]) // 2 for tp in lo}
-            answers = self._by_time(mids, OffsetSpec, timeout)
+            answers = self._list_offsets(
+                {tp: OffsetSpec.for_timestamp(ms) for tp, ms in mids.items()}, timeout
+            )
             for tp, mid in mids.items():
                 first = answers[tp]
                 if 0 <= first <= at[tp]:
@@ -198,13 +204,6 @@ class Broker:
         if len(self._times) > 10_000:
             self._times.clear()
         return found
-
-    def _by_time(self, times: Mapping[TP, int], spec_type: Any, timeout: float) -> dict[TP, int]:
-        from confluent_kafka import TopicPartition
-
-        asked = {TopicPartition(topic, p): spec_type.for_timestamp(ms) for (topic, p), ms in times.items()}
-        futures = self.admin.list_offsets(asked, request_timeout=timeout)
-        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
 
 
 # --- the other parts -----------------------------------------------------------------------------

@@ -98,7 +98,11 @@ class Leadership(NamedTuple):
 
 def leadership(admin: Any, timeout: float = 5.0, internal: bool = True) -> Leadership:
     """Partition leadership and under-replicated partitions, from one metadata request."""
-    meta = admin.list_topics(timeout=timeout)
+    return leadership_of(admin.list_topics(timeout=timeout), internal)
+
+
+def leadership_of(meta: Any, internal: bool = True) -> Leadership:
+    """`leadership` from a metadata answer already at hand (ClusterMetadata)."""
     leaders = dict.fromkeys(sorted(meta.brokers), 0)
     under: list[PartitionState] = []
     offline: list[PartitionState] = []
