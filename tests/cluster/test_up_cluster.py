@@ -1,6 +1,7 @@
 """`make up-cluster` for real (issue 17), started once for the module, on free ports in a
 private folder: healthy with every part named, one live view through nginx, the Celery
-worker drill, then `make down` leaves nothing behind.
+worker drill, the drill that kills each other process in turn, then `make down` leaves
+nothing behind.
 
 The drill: a Celery worker is SIGKILLed, with everything it started, while `drain_sales`
 runs on it, after the drain has committed a chunk and before it ends. The scheduler fails
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import itertools
 import json
 import os
 import re
@@ -23,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -49,6 +52,8 @@ ZONE = ZoneInfo("America/Santiago")  # GUILD_TIMEZONE's default, which the stack
 # chunks of 50,000 rows, so the kill lands after a committed chunk and before the end.
 PLATES, BATCHES_PER_PLATE, BATCH = 8, 40, 500
 DAYS_BACK = 2  # the drill's day: a past day the API still takes sales for (SALES_MAX_AGE_DAYS)
+DAY_SECONDS = 14 * 3600  # 09:00 to 23:00: however many batches a cart sends, all on its day
+RESENDS = 120  # tries per batch, 0.5 s apart: a minute covers any one part's restart
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +157,12 @@ class Airflow:
         )
 
 
-def _seed_day(env: dict[str, str], day: date) -> tuple[int, int]:
+def _seed_day(
+    env: dict[str, str], day: date, batches: int = BATCHES_PER_PLATE, until: threading.Event | None = None
+) -> tuple[int, int]:
     """Sales of `day` through nginx, in batches a cart syncs (each with its Idempotency-Key,
-    resent on any failure); returns (sales, units) acknowledged."""
+    resent on any failure), one cart per thread, `batches` per cart and on until `until` is
+    set; returns (sales, units) acknowledged."""
     api = f"http://127.0.0.1:{env['API_PORT']}"
     plates = [new_plate() for _ in range(PLATES)]
     tokens = {plate: _gremio(env, "token", plate, timeout=60).stdout.strip() for plate in plates}
@@ -166,14 +174,14 @@ def _seed_day(env: dict[str, str], day: date) -> tuple[int, int]:
                 "plate": plate,
                 "client": f"cliente-{(batch * BATCH + i) % 97:03d}",
                 "quantity": 1 + (batch + i) % 5,
-                "sold_at": (start + timedelta(seconds=batch * BATCH + i)).isoformat(),
+                "sold_at": (start + timedelta(seconds=(batch * BATCH + i) % DAY_SECONDS)).isoformat(),
                 "stock_remaining": 100,
                 "location": {"lat": -33.44, "lon": -70.65},
             }
             for i in range(BATCH)
         ]
         headers = {"Authorization": f"Bearer {tokens[plate]}", "Idempotency-Key": f"drill-{plate}-{batch}"}
-        for _ in range(20):
+        for _ in range(RESENDS):
             answer = http("POST", api + "/v1/sales/batch", {"sales": sales}, headers=headers, timeout=60)
             if answer.status == 202:
                 assert answer.json()["accepted"] == BATCH, answer.body[:500]
@@ -181,10 +189,17 @@ def _seed_day(env: dict[str, str], day: date) -> tuple[int, int]:
             time.sleep(0.5)
         raise AssertionError(f"a batch was never acknowledged: {answer.status} {answer.body[:300]!r}")
 
-    jobs = [(plate, batch) for batch in range(BATCHES_PER_PLATE) for plate in plates]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        sent = list(pool.map(lambda job: send(*job), jobs))
-    return sum(n for n, _ in sent), sum(u for _, u in sent)
+    def cart(plate: str) -> tuple[int, int]:
+        sent = units = 0
+        for batch in itertools.count():
+            if batch >= batches and (until is None or until.is_set()):
+                return sent, units
+            n, u = send(plate, batch)
+            sent, units = sent + n, units + u
+
+    with concurrent.futures.ThreadPoolExecutor(len(plates)) as pool:
+        done = list(pool.map(cart, plates))
+    return sum(n for n, _ in done), sum(u for _, u in done)
 
 
 def _supervisorctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -336,6 +351,69 @@ def test_a_celery_worker_killed_during_drain_sales_and_the_day_is_the_same(up, f
     assert status.returncode == 0 and "unhealthy" not in status.stdout, status.stdout
     for name in WORKERS:
         assert re.search(rf"{name} .*answers ping", status.stdout), status.stdout
+
+
+# --- any other single process killed ----------------------------------------------------------
+
+# Each restarted by the process manager, as a host's init would: the store, the rate limits'
+# store and Celery's queue, the proxy, the scheduler and one of each consumer. (A broker, an
+# API instance, a location instance and a Celery worker have drills of their own.)
+VICTIMS = ("postgres", "redis", "nginx", "airflow-scheduler", "stock-1", "monitor")
+
+
+def _kill_program(env: dict[str, str], name: str) -> int:
+    """SIGKILL a program's whole process group (supervisord runs each as its own), as a crash
+    would: nothing gets to shut down cleanly. Returns the pid that was killed."""
+    pid = _pid(env, name)
+    os.killpg(pid, signal.SIGKILL)
+    return pid
+
+
+def _dead_letters_since(env: dict[str, str], since: datetime) -> str:
+    """`gremio deadletter --since`, as an operator asks it (the CLI reads the cluster's settings)."""
+    listing = _gremio(env, "deadletter", "--limit", "0", "--since", since.isoformat(), timeout=120)
+    assert listing.returncode == 0, listing.stdout[-2000:] + listing.stderr[-2000:]
+    return listing.stdout
+
+
+def test_killing_any_other_process_while_sales_flow_loses_and_doubles_nothing(up, figures):
+    """SIGKILL each of VICTIMS in turn while carts sync their sales through nginx: every part
+    comes back by itself, every batch is acknowledged in the end (resent with its key), none
+    of them is dead-lettered (a lost connection is transient), and the day's report counts
+    every acknowledged sale once."""
+    env, printed = up
+    airflow = Airflow(env, printed)
+    day = datetime.now(ZONE).date() - timedelta(days=DAYS_BACK - 1)  # not the Celery drill's day
+    began = datetime.now(UTC)
+    killed = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        seeding = pool.submit(_seed_day, env, day, 4, killed)
+        try:
+            for victim in VICTIMS:
+                time.sleep(3)  # sales in flight
+                old, at = _kill_program(env, victim), time.monotonic()
+                wait_for(
+                    lambda victim=victim, old=old: (
+                        "RUNNING" in _supervisorctl(env, "status", victim).stdout and _pid(env, victim) != old
+                    ),
+                    timeout=90,
+                    interval=0.5,
+                    what=f"{victim} restarted",
+                )
+                figures[f"seconds_to_{victim}_running_again"] = round(time.monotonic() - at, 1)
+        finally:
+            killed.set()
+        sales, units = seeding.result(timeout=600)
+    figures.update(sales=sales)
+
+    status = _gremio(env, "status", "--wait", "120")
+    assert status.returncode == 0 and "unhealthy" not in status.stdout, status.stdout
+    run = airflow.trigger_day(day.isoformat())
+    assert airflow.wait_done(run, timeout=300) == "success"
+    totals = json.loads(_report_files(env, day.isoformat())["json"])["totals"]
+    assert (totals["sales_count"], totals["units_sold"]) == (sales, units), "every sale once, none doubled"
+    # A restart's lost connection is transient: retried, never dead-lettered.
+    assert "no dead letters in that time" in _dead_letters_since(env, began)
 
 
 def test_down_stops_it(up):
