@@ -151,15 +151,16 @@ def parse_wrk(out: str) -> Result:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its children, from /proc."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """CPU time (user + system) of a process and its children, from /proc; with `reaped`, also
+    that of the children they have already waited for (PostgreSQL's closed backends)."""
     total = 0.0
     pids = [pid]
     while pids:
         current = pids.pop()
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
+            total += sum(int(f) for f in fields[11 : 15 if reaped else 13]) / TICKS
             for task in Path(f"/proc/{current}/task").iterdir():
                 pids += [int(child) for child in (task / "children").read_text().split()]
         except OSError:

@@ -24,6 +24,7 @@ them through the same AIRFLOW_CONN_* connections the DAG uses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,6 +47,7 @@ from gremio import topics as t
 from gremio.records import Sale
 from gremio.settings import REPO_ROOT, get_settings
 from gremio.stack import airflow as af
+from gremio.stack.testing import ThrowawayStack
 
 DAY = date(2026, 11, 10)
 CONSONANTS = "BCDFGHJKLPRSTVWXYZ"
@@ -281,6 +283,17 @@ def bare_aggregate() -> float:
     return time.monotonic() - started
 
 
+@contextlib.contextmanager
+def prepared(carts: list[str]) -> Iterator[tuple[ThrowawayStack, datetime]]:
+    """A throwaway stack the drain task can run on, with the carts' members; yields it and DAY's start."""
+    with throwaway_stack() as stack:
+        os.environ.update(af.environment(get_settings(), stack.root / "airflow"))
+        sys.path.insert(0, str(REPO_ROOT / "plugins"))
+        db_roles.ensure_logins()  # the drain connects as gremio_airflow, as in the DAG
+        add_members(carts)
+        yield stack, guild_time.day_bounds(DAY, get_settings().guild_timezone)[0].astimezone(UTC)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sales", type=int, default=1_000_000)
@@ -296,13 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     n, carts = args.sales, plates(args.carts)
 
-    with throwaway_stack() as stack:
-        os.environ.update(af.environment(get_settings(), stack.root / "airflow"))
-        sys.path.insert(0, str(REPO_ROOT / "plugins"))
-        start = guild_time.day_bounds(DAY, get_settings().guild_timezone)[0].astimezone(UTC)
-        db_roles.ensure_logins()  # the drain connects as gremio_airflow, as in the DAG
-        add_members(carts)
-
+    with prepared(carts) as (_, start):
         print(f"producing {n:,} sales of {DAY} from {len(carts)} carts ...", flush=True)
         produce_s = produce(n, carts, start)
         print(f"  produced in {produce_s:.1f} s", flush=True)

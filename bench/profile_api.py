@@ -49,9 +49,9 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 OTHER = "other"
 
 
-def category(stack: str) -> str:
-    """The first category of CATEGORIES whose patterns occur in a py-spy raw stack."""
-    for name, patterns in CATEGORIES:
+def category(stack: str, categories: tuple[tuple[str, tuple[str, ...]], ...] = CATEGORIES) -> str:
+    """The first of `categories` whose patterns occur in a py-spy raw stack."""
+    for name, patterns in categories:
         if any(pattern in stack for pattern in patterns):
             return name
     return OTHER

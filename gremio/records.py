@@ -71,11 +71,16 @@ def clean_text(value: Any, *, collapse: bool = False, fold_whitespace: bool = Fa
     """
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    for char in value:
-        refused = _REFUSED_CATEGORIES.get(unicodedata.category(char))
-        if refused and not (fold_whitespace and char in _TYPED_WHITESPACE):
-            raise ValueError(f"contains the {refused} {_describe(char)}")
-    text = unicodedata.normalize("NFC", value)
+    if value.isascii() and value.isprintable():
+        # The usual case, at no per-character cost: printable ASCII has none of the refused
+        # characters (each of them is non-printable) and is its own NFC.
+        text = value
+    else:
+        for char in value:
+            refused = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+            if refused and not (fold_whitespace and char in _TYPED_WHITESPACE):
+                raise ValueError(f"contains the {refused} {_describe(char)}")
+        text = unicodedata.normalize("NFC", value)
     if collapse or fold_whitespace:
         return " ".join(text.split())
     return text.strip()
@@ -89,7 +94,10 @@ def ascii_fold(value: Any, what: str, separators: re.Pattern[str] | None = None)
     still not ASCII is refused, before any case mapping (upper() would turn 'ß' into 'SS'
     and 'ı' into 'I').
     """
-    text = unicodedata.normalize("NFKC", clean_text(value))
+    text = clean_text(value)
+    if text.isascii():  # NFKC and the digit folding leave ASCII as it is
+        return separators.sub("", text) if separators is not None else text
+    text = unicodedata.normalize("NFKC", text)
     text = "".join(
         str(unicodedata.decimal(c)) if not c.isascii() and unicodedata.category(c) == "Nd" else c
         for c in text

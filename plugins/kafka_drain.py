@@ -358,7 +358,8 @@ class _Drain:
                 conn = self.conns[turn % 2]
                 turn += 1
                 began = time.monotonic()
-                chunk = self.read_chunk(todo)
+                with _cyclic_gc_paused():
+                    chunk = self.read_chunk(todo)
                 self.seconds["reading"] += time.monotonic() - began
                 # The connection's previous chunk has settled (two turns ago): it is free.
                 written = inserter.submit(self.store, conn, chunk)
@@ -753,6 +754,27 @@ class _Drain:
         for kind, count in (("undecodable", len(chunk.poison)), ("refused", len(chunk.refused))):
             if count:
                 _metric("gremio.drain.deadlettered", count, {"topic": self.op.topic, "reason": kind})
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused():
+    """Python's cyclic garbage collector off while a chunk is read and decoded.
+
+    A chunk keeps tens of thousands of rows alive, and each collection the allocations
+    trigger walks them all again: about 3 µs of a record's ~20 µs (docs/BENCHMARKS.md,
+    "Where the drain's time goes"). Reading a chunk makes no reference cycles to speak of
+    (the rows are freed by reference counting); whatever a poison record's exception leaves
+    is bounded by the chunk's poison budget and collected once the collector is back on.
+    """
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _rollback(conn: psycopg.Connection) -> None:

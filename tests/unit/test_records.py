@@ -10,6 +10,8 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gremio import records as r
@@ -658,3 +660,62 @@ def test_the_setting_is_sales_max_age_days(monkeypatch):
     assert Settings().sales_max_age_days == 7
     monkeypatch.setenv("SALES_MAX_AGE_DAYS", "10")
     assert Settings().sales_max_age_days == 10
+
+
+# --- the text rules' fast path --------------------------------------------------------------
+
+
+def _clean_text_reference(value: str, collapse: bool = False, fold_whitespace: bool = False) -> str:
+    """clean_text as it was before its printable-ASCII fast path: every character checked."""
+    for char in value:
+        refused = r._REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if refused and not (fold_whitespace and char in r._TYPED_WHITESPACE):
+            raise ValueError(f"contains the {refused} {r._describe(char)}")
+    text = unicodedata.normalize("NFC", value)
+    return " ".join(text.split()) if collapse or fold_whitespace else text.strip()
+
+
+def _ascii_fold_reference(value: str) -> str:
+    """ascii_fold as it was before its ASCII fast path (a plate's separators)."""
+    text = unicodedata.normalize("NFKC", _clean_text_reference(value))
+    text = "".join(
+        str(unicodedata.decimal(c)) if not c.isascii() and unicodedata.category(c) == "Nd" else c
+        for c in text
+    )
+    text = r._PLATE_SEPARATORS.sub("", text)
+    if not text.isascii():
+        raise ValueError("not ASCII")
+    return text
+
+
+def _outcome(function, *args, **kwargs) -> tuple[str, str]:
+    try:
+        return "ok", function(*args, **kwargs)
+    except ValueError as exc:
+        return "refused", str(exc) if function is not _ascii_fold_reference else ""
+
+
+# Any text a stranger could send: every code point but the lone surrogates JSON cannot carry
+# as UTF-8 (they are tested by name above), with printable ASCII over-weighted.
+TEXT = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=40),
+    st.text(alphabet=st.sampled_from(" \t\n\r\x00\x7f\u200b\u2028\u00a0ＡＢ１٢Kﬁé\u0301-.·"), max_size=20),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(TEXT, st.booleans(), st.booleans())
+def test_clean_text_decides_as_checking_every_character_does(value, collapse, fold_whitespace):
+    fast = _outcome(r.clean_text, value, collapse=collapse, fold_whitespace=fold_whitespace)
+    assert fast == _outcome(_clean_text_reference, value, collapse, fold_whitespace)
+
+
+@settings(max_examples=600, deadline=None)
+@given(TEXT)
+def test_ascii_fold_decides_as_folding_every_character_does(value):
+    try:
+        fast = ("ok", r.ascii_fold(value, "Chilean plate", r._PLATE_SEPARATORS))
+    except ValueError:
+        fast = ("refused", "")
+    assert fast == _outcome(_ascii_fold_reference, value)
