@@ -119,24 +119,36 @@ def profile(
         stacks += parse_raw(out.read_text() if out.exists() else "")
     requests = max(1.0, run.result.rps * duration)
     per_request = 1e6 / rate / requests  # µs of GIL time per sample, per request
-    by_category: Counter[str] = Counter()
-    by_leaf: Counter[str] = Counter()
-    for stack, count in stacks.items():
-        by_category[category(stack)] += count
-        by_leaf[leaf(stack)] += count
     r = run.result
     print(
         f"\n### POST {path}: {r.rps:,.0f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, {r.errors} errors; "
-        f"worker CPU {run.api_cpu_us:,.0f} µs per request (/proc), broker {run.broker_cpu_us:,.0f} µs\n"
+        f"worker CPU {run.api_cpu_us:,.0f} µs per request (/proc), broker {run.broker_cpu_us:,.0f} µs"
     )
-    print("| where (Python time holding the GIL) | µs per request | share |\n|---|---|---|")
+    print_breakdown(stacks, CATEGORIES, per_request, "request", "Python time holding the GIL", digits=0)
+
+
+def print_breakdown(
+    stacks: Counter[str],
+    categories: tuple[tuple[str, tuple[str, ...]], ...],
+    per_sample: float,
+    unit: str,
+    what: str,
+    digits: int,
+) -> None:
+    """The samples as two tables: µs per `unit` by category, and the 15 hottest functions."""
+    by_category: Counter[str] = Counter()
+    by_leaf: Counter[str] = Counter()
+    for stack, count in stacks.items():
+        by_category[category(stack, categories)] += count
+        by_leaf[leaf(stack)] += count
+    print(f"\n| where ({what}) | µs per {unit} | share |\n|---|---|---|")
     total = sum(by_category.values()) or 1
     for name, count in by_category.most_common():
-        print(f"| {name} | {count * per_request:,.0f} | {count / total:.0%} |")
-    print(f"| **all Python** | **{total * per_request:,.0f}** | |")
-    print("\n| function (self time) | µs per request |\n|---|---|")
+        print(f"| {name} | {count * per_sample:,.{digits}f} | {count / total:.0%} |")
+    print(f"| **all Python** | **{total * per_sample:,.{digits}f}** | |")
+    print(f"\n| function (self time) | µs per {unit} |\n|---|---|")
     for name, count in by_leaf.most_common(15):
-        print(f"| `{name}` | {count * per_request:,.1f} |")
+        print(f"| `{name}` | {count * per_sample:,.{digits + 1}f} |")
 
 
 def main(argv: list[str] | None = None) -> int:

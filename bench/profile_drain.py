@@ -20,12 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 from bench import drain as bd
 from bench.api import cpu_seconds, load
-from bench.profile_api import PY_SPY, category, leaf, parse_raw
+from bench.profile_api import PY_SPY, parse_raw, print_breakdown
 from gremio.settings import REPO_ROOT
 
 
@@ -79,26 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         spy.wait(60)
     stacks = parse_raw(out.read_text() if out.exists() else "")
     per_record = 1e6 / args.rate / n
-    found = categories()
-    by_category: Counter[str] = Counter()
-    by_leaf: Counter[str] = Counter()
-    for stack_text, count in stacks.items():
-        by_category[category(stack_text, found)] += count
-        by_leaf[leaf(stack_text)] += count
     print(f"\nraw COPY: {n / copy_s:,.0f} rows/s, PostgreSQL {copy_pg * 1e6 / n:.1f} µs of CPU per row")
     print(
         f"drain:    {n / drain_s:,.0f} rows/s ({n / drain_s / (n / copy_s):.2f} of the COPY, under py-spy), "
         f"PostgreSQL {drain_pg * 1e6 / n:.1f} µs per row, the drain's process {drain_cpu * 1e6 / n:.1f} µs "
         f"per record (all threads, librdkafka's too); {result['transactions']} transactions"
     )
-    print("\n| where (the drain's Python time, holding the GIL) | µs per record | share |\n|---|---|---|")
-    total = sum(by_category.values()) or 1
-    for name, count in by_category.most_common():
-        print(f"| {name} | {count * per_record:.1f} | {count / total:.0%} |")
-    print(f"| **all Python** | **{total * per_record:.1f}** | |")
-    print("\n| function (self time) | µs per record |\n|---|---|")
-    for name, count in by_leaf.most_common(15):
-        print(f"| `{name}` | {count * per_record:.2f} |")
+    print_breakdown(
+        stacks, categories(), per_record, "record", "the drain's Python time, holding the GIL", digits=1
+    )
     print(f"\nload average {load()} at the end")
     return 0
 

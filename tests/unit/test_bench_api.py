@@ -102,3 +102,24 @@ def test_profile_categories_take_the_most_specific_match() -> None:
     }
     assert prof.category("main (somewhere.py:1)") == prof.OTHER
     assert prof.leaf("a (x.py:1);b (y.py:2)") == "b (y.py:2)"
+
+
+def test_drain_profile_finds_the_consume_call_and_puts_decoding_before_the_loop() -> None:
+    """The consume call is C: its samples end on read_chunk's line that calls it, which the
+    categories find in the source (so moving the line cannot silently empty the category)."""
+    from bench import profile_api as prof
+    from bench import profile_drain
+
+    found = profile_drain.categories()
+    consume = dict(found)["consume: librdkafka fetch, Message objects"]
+    assert consume and all(line.startswith("read_chunk (kafka_drain.py:") for line in consume)
+    chunk = (
+        "execute (kafka_drain.py:1);_Drain.drain_pass (kafka_drain.py:2);_Drain.read_chunk (kafka_drain.py:3)"
+    )
+    assert prof.category(
+        chunk + ";_Drain.decode (kafka_drain.py:4);clean_text (gremio/records.py:5)", found
+    ) == ("decode: pydantic validate_json, its Python validators")
+    assert prof.category(chunk.replace(":3)", ":" + consume[0].rsplit(":", 1)[1]), found).startswith(
+        "consume"
+    )
+    assert prof.category(chunk, found) == "chunk loop: offsets, pause, bookkeeping"
